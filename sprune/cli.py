@@ -1,0 +1,83 @@
+"""The `sprune` command: one entry point, one module per subcommand.
+
+Each subcommand lives in `sprune/bin/<name>.py` and defines
+
+    HELP: str                                  one line for `sprune --help`
+    add_arguments(parser: ArgumentParser)      its options
+    run(args: Namespace) -> int | None         does the work; raises UserError on bad input
+
+Modules are imported only when their subcommand runs, so `sprune --help` stays fast.
+A `UserError` (and an argparse usage error) prints one line to stderr and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import NoReturn, Sequence
+
+from sprune.errors import EXIT_USER_ERROR, UserError
+
+# name -> (module, one-line help). Help is duplicated here so `sprune --help` imports nothing.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("sprune.bin.data", "validate, subset, combine and filter Kaldi data dirs"),
+    "synth": ("sprune.bin.synth", "speak the offline multilingual intent corpus with espeak-ng"),
+    "prep": ("sprune.bin.prep", "build Kaldi data dirs from real corpora (MINDS-14, LibriSpeech)"),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="sprune",
+        description="Prune self-supervised speech models (wav2vec 2.0, HuBERT, WavLM) and "
+        "Transformer LMs. Run `sprune <command> --help` for each command's options.",
+    )
+    from sprune import __version__
+
+    parser.add_argument("--version", action="version", version=f"sprune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", parser_class=OneLineParser)
+    for name, (_module, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _subcommand_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    module_name, help_text = SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = OneLineParser(prog=f"sprune {name}", description=getattr(module, "__doc__", help_text))
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = build_parser()
+    if not argv or argv[0] not in SUBCOMMANDS:
+        if argv and not argv[0].startswith("-"):
+            top.error(f"unknown command '{argv[0]}'; known: {', '.join(SUBCOMMANDS)}")
+        top.parse_args(argv)  # --help / --version exit here
+        top.print_help()
+        return EXIT_USER_ERROR
+    name = argv[0]
+    parser, module = _subcommand_parser(name)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except UserError as err:
+        print(f"sprune {name}: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"sprune {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Atomic writes leave either the old content or the new one, never a half-written target."""
+from __future__ import annotations
+
+import pytest
+
+from sprune.io import atomic_dir, atomic_path, atomic_write_text
+
+
+def test_atomic_write_replaces_content(tmp_path):
+    target = tmp_path / "sub" / "file.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_atomic_path_keeps_old_content_on_error(tmp_path):
+    target = tmp_path / "file.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
+
+
+def test_atomic_dir_replaces_and_cleans_up(tmp_path):
+    target = tmp_path / "dir"
+    with atomic_dir(target) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(ValueError):
+        with atomic_dir(target) as tmp:
+            (tmp / "b").write_text("2")
+            raise ValueError
+    assert sorted(p.name for p in target.iterdir()) == ["a"]
+    with atomic_dir(target) as tmp:
+        (tmp / "c").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["c"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
