@@ -1,0 +1,153 @@
+"""Typed YAML configs: dataclasses filled from YAML, where unknown keys are errors.
+
+    @dataclass
+    class TrainConfig:
+        lr: float = 5e-5
+        ...
+    cfg = load_config(TrainConfig, "conf/train.yaml")             # whole file
+    cfg = load_config(ExperimentConfig, "conf/a.yaml", overrides=["train.lr=1e-4"])
+
+Nested dataclasses map to nested YAML mappings. Values are checked against the field types
+(int, float, str, bool, Optional, list, dict, Literal, nested dataclasses). A wrong key or type
+raises `UserError` naming the file and the dotted key, and listing the keys that are allowed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Literal, Sequence, TypeVar, get_args, get_origin, get_type_hints
+
+import yaml
+
+from sprune.errors import UserError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping; a missing file, a syntax error or a non-mapping is a `UserError`."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def _check_value(value: Any, hint: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, where)
+            except UserError as err:
+                errors.append(str(err))
+        raise UserError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise UserError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping for {hint.__name__}")
+        return from_dict(hint, value, where)
+    if origin in (list, Sequence, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        args = get_args(hint)
+        item = args[0] if args else Any
+        out = [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple or hint is tuple else out
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        args = get_args(hint)
+        vt = args[1] if args else Any
+        return {k: _check_value(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types are `UserError`s.
+
+    `where` prefixes error messages (e.g. "conf/train.yaml" or "conf/train.yaml: train").
+    """
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise UserError(f"{where}: unknown key '{unknown[0]}' (known keys: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _check_value(value, hints[name], f"{where}: {name}" if ":" not in where
+                                    else f"{where}.{name}")
+    missing = [n for n, f in fields.items() if n not in kwargs
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise UserError(f"{where}: required key '{missing[0]}' is missing")
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: Sequence[str], where: str) -> dict:
+    """Apply `a.b=value` overrides (value parsed as YAML) to a nested mapping, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"{where}: override '{item}' must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{where}: override '{item}': '{part}' is not a mapping")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None = None,
+                overrides: Sequence[str] = ()) -> T:
+    """Load dataclass `cls` from a YAML file (or defaults when `path` is None) plus overrides."""
+    data = load_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else "config"
+    apply_overrides(data, overrides, where)
+    return from_dict(cls, data, where)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A dataclass config as a plain mapping (for saving beside results)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,162 @@
+"""The Trainer: resume equivalence, schedule, best checkpoint, callbacks, state round trip."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from sprune.checkpoint import flatten_state, load_state, save_state, unflatten_state
+from sprune.errors import UserError
+from sprune.train import Callback, EpochBatchSampler, TrainConfig, Trainer
+
+
+class ToyClassifier(nn.Module):
+    """Dropout makes the run depend on the RNG state, as real fine-tuning does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+
+    def forward(self, batch):
+        logits = self.net(batch["x"])
+        return {"loss": nn.functional.cross_entropy(logits, batch["y"]),
+                "acc": (logits.argmax(-1) == batch["y"]).float().mean()}
+
+
+def toy_data(n=37):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 6, generator=gen)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    return TensorDataset(x, y)
+
+
+def collate(items):
+    return {"x": torch.stack([i[0] for i in items]), "y": torch.stack([i[1] for i in items])}
+
+
+def evaluate(model):
+    ds = toy_data(20)
+    x, y = ds.tensors
+    return {"accuracy": float((model.net(x).argmax(-1) == y).float().mean())}
+
+
+class Kill(Callback):
+    name = "kill"
+
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, trainer):
+        if trainer.step == self.at_step:
+            raise KeyboardInterrupt
+
+
+class CountSteps(Callback):
+    """Stateful callback: its state must survive a resume."""
+
+    name = "count"
+
+    def __init__(self):
+        self.count = 0
+        self.epochs_ended = 0
+
+    def on_step_end(self, trainer):
+        self.count += 1
+
+    def on_epoch_end(self, trainer):
+        self.epochs_ended += 1
+
+    def state_dict(self):
+        return {"count": self.count, "epochs_ended": self.epochs_ended}
+
+    def load_state_dict(self, state):
+        self.count, self.epochs_ended = state["count"], state["epochs_ended"]
+
+
+def make_trainer(out, callbacks=(), **cfg):
+    torch.manual_seed(0)
+    config = TrainConfig(**{"max_steps": 23, "batch_size": 5, "lr": 1e-2, "eval_every": 7,
+                            "save_every": 4, "seed": 3, "device": "cpu", **cfg})
+    return Trainer(ToyClassifier(), toy_data(), collate, config, out, evaluate=evaluate,
+                   callbacks=list(callbacks), show_progress=False)
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    full_count = CountSteps()
+    full = make_trainer(tmp_path / "full", [full_count])
+    full.fit()
+    killed = make_trainer(tmp_path / "killed", [CountSteps(), Kill(10)])
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    resumed_count = CountSteps()
+    resumed = make_trainer(tmp_path / "killed", [resumed_count])
+    assert resumed.step == 0
+    resumed.fit(resume=True)
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert resumed.last_metrics == full.last_metrics
+    assert resumed.best_metric == full.best_metric
+    assert resumed_count.count == full_count.count == 23
+    assert resumed_count.epochs_ended == full_count.epochs_ended == 23 // 8  # ceil(37/5)=8 batches
+    events = [json.loads(l)["event"] for l in open(tmp_path / "killed" / "log.jsonl")]
+    assert "resume" in events
+
+
+def test_warmup_then_linear_decay(tmp_path):
+    t = make_trainer(tmp_path, max_steps=100, warmup_ratio=0.1, lr=1.0)
+    assert t.lr_at(0) == pytest.approx(0.1)
+    assert t.lr_at(9) == pytest.approx(1.0)
+    assert t.lr_at(10) == pytest.approx(1.0)
+    assert t.lr_at(55) == pytest.approx(0.5)
+    assert t.lr_at(99) == pytest.approx(1 / 90)
+
+
+def test_epochs_set_the_number_of_updates_and_passes(tmp_path):
+    t = make_trainer(tmp_path, max_steps=None, epochs=2.0)
+    assert t.max_steps == 16
+    summary = t.fit()
+    assert summary["passes"] == pytest.approx(2.0)
+    assert (tmp_path / "checkpoint" / "best").is_dir()
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 16
+
+
+def test_sampler_is_a_permutation_and_restartable():
+    s = EpochBatchSampler(11, 3, seed=5)
+    s.set_position(2)
+    full = list(s)
+    assert sorted(i for b in full for i in b) == list(range(11))
+    s.set_position(2, start_batch=2)
+    assert list(s) == full[2:]
+    s.set_position(3)
+    assert list(s) != full
+
+
+def test_empty_training_set_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="empty"):
+        Trainer(ToyClassifier(), TensorDataset(torch.zeros(0, 6)), collate, TrainConfig(), tmp_path)
+
+
+def test_resume_with_another_length_is_a_user_error(tmp_path):
+    make_trainer(tmp_path).fit()
+    with pytest.raises(UserError, match="same config"):
+        make_trainer(tmp_path, max_steps=30).fit(resume=True)
+
+
+def test_state_tree_round_trip(tmp_path):
+    opt = torch.optim.AdamW(nn.Linear(2, 2).parameters())
+    opt.state[opt.param_groups[0]["params"][0]]["exp_avg"] = torch.ones(2, 2)
+    tree = {"a": torch.arange(3), 1: {"b": (1, 2.5)}, "c": [None, "x", True],
+            "opt": opt.state_dict()}
+    tensors, skeleton = flatten_state(tree)
+    json.dumps(skeleton)
+    back = unflatten_state(tensors, skeleton)
+    assert torch.equal(back["a"], tree["a"]) and back[1]["b"] == (1, 2.5)
+    assert back["opt"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    save_state(tmp_path / "ck", tree)
+    loaded = load_state(tmp_path / "ck")
+    assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], torch.ones(2, 2))
+    with pytest.raises(UserError, match="not a sprune checkpoint"):
+        load_state(tmp_path)
