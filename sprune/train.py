@@ -382,7 +382,7 @@ class Trainer:
             if self.step % self.config.log_every == 0:
                 scalars = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
                 self.log("train", lr=lr, **scalars)
-                bar.set_postfix(loss=f"{float(self.loss):.3f}")
+                bar.set_postfix(loss=f"{float(self.loss.detach()):.3f}")
             last = self.step >= self.max_steps or self.should_stop
             if self.step % self.config.eval_every == 0 or last:
                 self.evaluate()

@@ -95,7 +95,8 @@ def audio_info(entry: str) -> AudioInfo:
         return AudioInfo(rate=rate, channels=1 if wav.ndim == 1 else wav.shape[1],
                          frames=wav.shape[0])
     if not os.path.isfile(entry):
-        raise UserError(f"audio file {entry} does not exist")
+        where = "" if os.path.isabs(entry) else f" (relative paths start from {os.getcwd()})"
+        raise UserError(f"audio file {entry} does not exist{where}")
     try:
         info = soundfile.info(entry)
     except Exception as err:  # libsndfile reports corrupt headers with several types
