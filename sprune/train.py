@@ -211,6 +211,7 @@ class Trainer:
         self.warmup_steps = int(config.warmup_ratio * self.max_steps)
         self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
         self.step = 0              # updates done
+        self.initial_step = 0      # where this run started (see `fit`)
         self.epoch = 0             # current epoch
         self.batch_in_epoch = 0    # batches of the current epoch already consumed
         self.samples_seen = 0
@@ -267,7 +268,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "counters": {"step": self.step, "epoch": self.epoch,
                          "batch_in_epoch": self.batch_in_epoch, "samples_seen": self.samples_seen,
-                         "best_metric": self.best_metric, "max_steps": self.max_steps},
+                         "best_metric": self.best_metric, "max_steps": self.max_steps,
+                         "initial_step": self.initial_step},
             "last_metrics": self.last_metrics,
             "rng": _rng_state(),
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
@@ -282,6 +284,7 @@ class Trainer:
                             f"but this config asks for {self.max_steps}; resume with the same config")
         self.step, self.epoch, self.batch_in_epoch = c["step"], c["epoch"], c["batch_in_epoch"]
         self.samples_seen, self.best_metric = c["samples_seen"], c["best_metric"]
+        self.initial_step = c["initial_step"]
         self.last_metrics = state["last_metrics"]
         for cb in self.callbacks:
             cb.load_state_dict(state["callbacks"].get(cb.name, {}))
@@ -333,15 +336,25 @@ class Trainer:
                                                 collate_fn=self.collate_fn, num_workers=0))
         return next(self._loader_iter)
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train to `max_steps` (or until a callback sets `should_stop`); returns the summary."""
+    def fit(self, resume: bool = False, initial_step: int = 0) -> dict[str, Any]:
+        """Train to `max_steps` (or until a callback sets `should_stop`); returns the summary.
+
+        initial_step: start a fresh run as if `initial_step` updates were already done: the
+        learning-rate schedule and the data order continue from there. This is how lottery-
+        ticket rewinding to iteration k (Frankle et al. 2019) resumes training at step k.
+        """
         start_time = time.time()
         set_seed(self.config.seed)
         if resume and (self.checkpoint_dir / "last").is_dir():
             self.load_state_dict(load_state(self.checkpoint_dir / "last"))
             self.log("resume")
-        elif not resume and (self.out_dir / "log.jsonl").exists():
-            (self.out_dir / "log.jsonl").unlink()
+        else:
+            if (self.out_dir / "log.jsonl").exists():
+                (self.out_dir / "log.jsonl").unlink()
+            if not 0 <= initial_step < self.max_steps:
+                raise ValueError(f"initial_step {initial_step} outside [0, {self.max_steps})")
+            self.step = self.initial_step = initial_step
+            self.epoch, self.batch_in_epoch = divmod(initial_step, self.steps_per_epoch)
         self._open_tensorboard()
         self.model.train()
         for cb in self.callbacks:
@@ -391,7 +404,8 @@ class Trainer:
         bar.close()
         for cb in self.callbacks:
             cb.on_train_end(self)
-        summary = {"steps": self.step, "passes": self.passes, "best_metric": self.best_metric,
+        summary = {"steps": self.step, "updates": self.step - self.initial_step,
+                   "passes": self.passes, "best_metric": self.best_metric,
                    "final_metrics": self.last_metrics, "wall_seconds": time.time() - start_time}
         atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
         if self._tb is not None:

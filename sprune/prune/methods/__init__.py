@@ -1,0 +1,29 @@
+"""Pruning methods, one file each, registered by name (`method:` in conf/prune_*.yaml)."""
+from __future__ import annotations
+
+from sprune.errors import UserError
+from sprune.prune.methods.base import Method, MethodOutcome, PruneConfig, PruneContext
+from sprune.prune.methods.dense import Dense
+from sprune.prune.methods.imp import IterativeMagnitudePruning
+from sprune.prune.methods.mpi import MagnitudePruningAtInit
+from sprune.prune.methods.omp import OneShotMagnitudePruning
+from sprune.prune.methods.parp import PARP
+from sprune.prune.methods.parp_p import PARPProgressive
+from sprune.prune.methods.rp import RandomPruning
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (
+    Dense, RandomPruning, MagnitudePruningAtInit, OneShotMagnitudePruning,
+    IterativeMagnitudePruning, PARP, PARPProgressive)}
+
+
+def make_method(config: PruneConfig) -> Method:
+    """The method named by `config.method`; an unknown name is a UserError listing the known."""
+    if config.method not in METHODS:
+        raise UserError(f"unknown pruning method '{config.method}'; known: {', '.join(METHODS)}")
+    if config.criterion == "taylor" and config.method != "dense":
+        raise UserError("criterion 'taylor' needs accumulated gradients, which the unstructured "
+                        "fine-tuning methods do not collect; use magnitude or random")
+    return METHODS[config.method](config)
+
+
+__all__ = ["METHODS", "Method", "MethodOutcome", "PruneConfig", "PruneContext", "make_method"]

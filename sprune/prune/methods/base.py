@@ -1,0 +1,183 @@
+"""What every pruning method shares: its config, the context it runs in, and its outcome.
+
+A method turns a pretrained task model into a pruned, fine-tuned one. It runs one or more
+fine-tuning runs of the one `Trainer` (each run in its own folder, skipped when finished and
+resumed when killed) and hooks them with callbacks (`sprune.prune.methods.callbacks`).
+
+Folder of a method run (`out_dir`):
+
+    <run>/...           one folder per fine-tuning run (e.g. `finetune`, `level2`, `retrain`)
+    mask/               the final mask (safetensors + JSON sparsity report)
+    final/              the final task-model weights (sprune checkpoint state)
+    outcome.json        what the results table needs (see `MethodOutcome`)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from sprune.checkpoint import load_state, save_state
+from sprune.errors import UserError
+from sprune.io import atomic_write_text
+from sprune.prune.criteria import make_criterion
+from sprune.prune.mask import Mask
+from sprune.prune.scope import resolve_scope
+from sprune.prune.select import check_sparsity, select_mask
+from sprune.train import Callback, TrainConfig, Trainer
+
+
+@dataclass
+class PruneConfig:
+    """A `conf/prune_<method>.yaml` file. Keys a method does not use are ignored by it."""
+
+    method: str = "parp"             # dense | rp | mpi | omp | imp | parp | parp-p
+    sparsity: float = 0.5            # target fraction of pruned weights in the scope
+    criterion: str = "magnitude"     # magnitude | random | taylor (how weights are scored)
+    distribution: Literal["global", "layer", "parameter"] = "global"
+    granularity: str = "element"     # element | RxC block (e.g. 8x1) | row
+    scope: str | None = "transformer"   # preset: transformer | transformer+extractor | all
+    include: list[str] = field(default_factory=list)   # extra groups / parameter globs
+    exclude: list[str] = field(default_factory=list)
+    seed: int = 0                    # seed of random pruning
+    # PARP / PARP-P (paper 001)
+    reprune_every: int = 50          # updates between re-prunes
+    initial_sparsity: float | None = None   # PARP-P start (default: sparsity - 0.2, >= 0)
+    progressive_until: float = 0.5   # PARP-P reaches the target at this fraction of updates
+    progressive_schedule: Literal["linear", "cubic"] = "linear"
+    # IMP with rewinding (paper 000 defaults: k = 2 epochs, n = 5 epochs per level, p = 0.2)
+    imp_fraction: float = 0.2        # p: fraction of the remaining weights pruned per level
+    imp_rewind_epochs: float = 2.0   # k: rewind point, in epochs of the level-0 run
+    imp_level_epochs: float = 5.0    # n: epochs trained per level after the rewind point
+    imp_retrain: bool = True         # retrain the winning ticket (full schedule) at the end
+    imp_ticket: Literal["best", "target"] = "best"  # best dev level, or the level at the target
+
+
+@dataclass
+class PruneContext:
+    """Everything a method needs from the task, so methods stay task-agnostic.
+
+    build_model:  a fresh task model: pretrained upstream (theta_0) + a head initialised from
+                  a fixed seed, so every call returns identical weights.
+    groups:       named parameter groups over the task model's parameter names.
+    train_config: the fine-tuning settings of the dense run (`train:` in the recipe config).
+    make_trainer: (model, out_dir, callbacks, train_config) -> Trainer.
+    evaluate:     model -> metrics on the dev set (e.g. {"accuracy": ...}).
+    dense_dir:    a finished dense fine-tuning run (OMP needs its weights), or None.
+    """
+
+    build_model: Callable[[], nn.Module]
+    groups: Mapping[str, Sequence[str]]
+    train_config: TrainConfig
+    make_trainer: Callable[[nn.Module, Path, Sequence[Callback], TrainConfig], Trainer]
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    dense_dir: Path | None = None
+    resume: bool = True
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class MethodOutcome:
+    """The result of a method run, saved as outcome.json."""
+
+    method: str
+    target_sparsity: float
+    achieved_sparsity: float         # exact zeros in the scope of the final model
+    scope_params: int                # weights in the scope
+    params_left: int                 # non-zero weights of the whole task model
+    total_params: int
+    passes: float                    # fine-tuning passes over the training set, all runs
+    dev: dict[str, float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(asdict(self), indent=1) + "\n")
+
+
+class Method:
+    """Base class. Subclasses set `name` and implement `run`."""
+
+    name = "method"
+    needs_dense = False
+
+    def __init__(self, config: PruneConfig) -> None:
+        self.config = config
+        check_sparsity(config.sparsity)
+
+    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+        raise NotImplementedError
+
+    # ---- helpers shared by the methods -----------------------------------------------------
+    def scope_names(self, model: nn.Module, ctx: PruneContext) -> list[str]:
+        c = self.config
+        return resolve_scope(model, preset=c.scope, include=c.include, exclude=c.exclude,
+                             groups=ctx.groups)
+
+    def make_mask(self, model: nn.Module, ctx: PruneContext, sparsity: float,
+                  criterion: str | None = None, previous: Mask | None = None) -> Mask:
+        """Score the scope of `model` with the criterion and select a mask at `sparsity`."""
+        c = self.config
+        name = criterion or c.criterion
+        crit = make_criterion(name, **({"seed": c.seed} if name == "random" else {}))
+        params = dict(model.named_parameters())
+        names = self.scope_names(model, ctx)
+        scores = crit.scores({n: params[n] for n in names})
+        return select_mask(scores, sparsity, distribution=c.distribution,
+                           granularity=c.granularity, previous=previous)
+
+
+def run_training(ctx: PruneContext, model: nn.Module, out_dir: Path,
+                 callbacks: Sequence[Callback] = (), config: TrainConfig | None = None,
+                 initial_step: int = 0) -> dict[str, Any]:
+    """One fine-tuning run in `out_dir`: skipped when it finished before (its weights are
+    loaded into `model`), resumed when it was killed, else started. Returns its summary."""
+    config = config or ctx.train_config
+    summary_path = out_dir / "summary.json"
+    trainer = ctx.make_trainer(model, out_dir, list(callbacks), config)
+    if summary_path.is_file() and (out_dir / "final").is_dir():
+        load_model_state(model, out_dir / "final")
+        ctx.log(f"{out_dir}: finished before; reusing it")
+        return json.loads(summary_path.read_text())
+    summary = trainer.fit(resume=ctx.resume, initial_step=initial_step)
+    save_model_state(model, out_dir / "final")
+    atomic_write_text(summary_path, json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def save_model_state(model: nn.Module, path: Path) -> None:
+    save_state(path, {"model": model.state_dict()})
+
+
+def load_model_state(model: nn.Module, path: Path) -> None:
+    state = load_state(path)["model"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        key = (missing or unexpected)[0]
+        raise UserError(f"{path}: weights do not fit this model (first {'missing' if missing else 'unexpected'}"
+                        f" key '{key}'); was it trained with another config?")
+
+
+def finish(method: Method, ctx: PruneContext, model: nn.Module, mask: Mask, out_dir: Path,
+           passes: float, extra: dict[str, Any] | None = None) -> MethodOutcome:
+    """Save the final mask and weights, evaluate on dev, write outcome.json."""
+    params = dict(model.named_parameters())
+    scope = list(mask)
+    scope_total = sum(params[n].numel() for n in scope)
+    scope_zero = sum(int((params[n] == 0).sum()) for n in scope)
+    total = sum(p.numel() for p in params.values())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in params.values())
+    mask.save(out_dir / "mask", groups=ctx.groups)
+    save_model_state(model, out_dir / "final")
+    model.eval()
+    with torch.no_grad():
+        dev = {k: float(v) for k, v in ctx.evaluate(model).items()}
+    outcome = MethodOutcome(method=method.name, target_sparsity=method.config.sparsity,
+                            achieved_sparsity=scope_zero / scope_total if scope_total else 0.0,
+                            scope_params=scope_total, params_left=nonzero, total_params=total,
+                            passes=passes, dev=dev, extra=extra or {})
+    outcome.save(out_dir / "outcome.json")
+    return outcome

@@ -1,0 +1,36 @@
+"""OMP: one-shot magnitude pruning (paper 001, Sec. 2.2).
+
+1. fine-tune theta_0 on the task (the recipe's dense run, `ctx.dense_dir`),
+2. prune the fine-tuned weights theta_l by magnitude at the target sparsity -> mask m,
+3. sub-fine-tune the subnetwork m * theta_0 (weights rewound to the pretrained ones).
+Fine-tuning passes = the dense run's + the sub-fine-tuning's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sprune.errors import UserError
+from sprune.prune.methods.base import (Method, MethodOutcome, PruneContext, finish,
+                                       load_model_state, run_training)
+from sprune.prune.methods.callbacks import HardMaskCallback
+
+
+class OneShotMagnitudePruning(Method):
+    name = "omp"
+    needs_dense = True
+
+    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+        dense = ctx.dense_dir
+        if dense is None or not (dense / "final").is_dir() or not (dense / "outcome.json").is_file():
+            raise UserError(f"OMP needs a finished dense fine-tuning run; {dense} has none "
+                            "(run the recipe's dense stage first)")
+        finetuned = ctx.build_model()
+        load_model_state(finetuned, dense / "final")
+        mask = self.make_mask(finetuned, ctx, self.config.sparsity)
+        del finetuned
+        model = ctx.build_model()   # theta_0 again
+        summary = run_training(ctx, model, out_dir / "subfinetune", [HardMaskCallback(mask)])
+        dense_passes = json.loads((dense / "outcome.json").read_text())["passes"]
+        return finish(self, ctx, model, mask, out_dir, dense_passes + summary["passes"],
+                      extra={"dense_passes": dense_passes})

@@ -1,0 +1,43 @@
+"""PARP: prune, adjust, re-prune (paper 001, Algorithm 1), in a single fine-tuning run.
+
+1. initial subnetwork: MPI (magnitude on theta_0) at the target sparsity;
+2. zero the pruned weights but let every weight train; every `reprune_every` updates prune
+   the current weights by magnitude at the target again; the last update ends with a final
+   re-prune, so the returned model is exactly at the target sparsity.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sprune.errors import UserError
+from sprune.prune.mask import Mask
+from sprune.prune.methods.base import Method, MethodOutcome, PruneContext, finish, run_training
+from sprune.prune.methods.callbacks import RepruneCallback
+
+
+class PARP(Method):
+    name = "parp"
+
+    def initial_sparsity(self) -> float:
+        return self.config.sparsity
+
+    def sparsity_at(self, step: int, max_steps: int) -> float:
+        return self.config.sparsity
+
+    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+        if self.config.reprune_every < 1:
+            raise UserError(f"reprune_every must be >= 1, got {self.config.reprune_every}")
+        model = ctx.build_model()
+        initial = self.make_mask(model, ctx, self.initial_sparsity())
+        callback = RepruneCallback(
+            initial, self.config.reprune_every, self.sparsity_at,
+            lambda m, s: self.make_mask(m, ctx, s))
+        summary = run_training(ctx, model, out_dir / "finetune", [callback])
+        # The callback holds the final mask; a run finished earlier left only its weights,
+        # whose zeros are that mask.
+        final = (callback.mask if callback.repruned_at
+                 else Mask.from_nonzero(model, self.scope_names(model, ctx)))
+        initial.save(out_dir / "initial_mask", groups=ctx.groups)
+        return finish(self, ctx, model, final, out_dir, summary["passes"],
+                      extra={"iou_with_initial_mask": final.iou(initial),
+                             "initial_sparsity": self.initial_sparsity()})
