@@ -108,7 +108,11 @@ class Method:
         self.config = config
         check_sparsity(config.sparsity)
 
-    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
+        """Run the method into `out_dir`. With `retrain=False` a method that has a separate
+        (re)training phase after finding its mask (RP, MPI, OMP: subnetwork fine-tuning; IMP:
+        ticket retraining) stops after saving the mask and returns None; running again with
+        `retrain=True` reuses everything finished."""
         raise NotImplementedError
 
     # ---- helpers shared by the methods -----------------------------------------------------

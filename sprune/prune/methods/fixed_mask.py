@@ -13,8 +13,11 @@ class FixedMaskMethod(Method):
 
     criterion = "magnitude"
 
-    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
         model = ctx.build_model()
         mask = self.make_mask(model, ctx, self.config.sparsity, criterion=self.criterion)
+        if not retrain:
+            mask.save(out_dir / "mask", groups=ctx.groups)
+            return None
         summary = run_training(ctx, model, out_dir / "finetune", [HardMaskCallback(mask)])
         return finish(self, ctx, model, mask, out_dir, summary["passes"])

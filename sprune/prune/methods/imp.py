@@ -39,7 +39,7 @@ class IterativeMagnitudePruning(Method):
             raise UserError(f"imp_fraction must be in (0, 1), got {c.imp_fraction}")
         return imp_schedule(c.sparsity, c.imp_fraction)
 
-    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
         c = self.config
         train = ctx.train_config
         probe = ctx.make_trainer(ctx.build_model(), out_dir / "level0", [], train)
@@ -74,6 +74,9 @@ class IterativeMagnitudePruning(Method):
 
         ticket_level = self.pick_ticket(history, train.metric, train.metric_mode)
         ticket_mask = Mask.load(out_dir / f"level{ticket_level}" / "mask")
+        if not retrain and c.imp_retrain:
+            ticket_mask.save(out_dir / "mask", groups=ctx.groups)
+            return None
         if not c.imp_retrain:
             load_model_state(model, out_dir / f"level{ticket_level}" / "final")
             return finish(self, ctx, model, ticket_mask, out_dir, passes,

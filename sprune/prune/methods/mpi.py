@@ -11,6 +11,6 @@ from sprune.prune.methods.fixed_mask import FixedMaskMethod
 class MagnitudePruningAtInit(FixedMaskMethod):
     name = "mpi"
 
-    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
         self.criterion = self.config.criterion
-        return super().run(ctx, out_dir)
+        return super().run(ctx, out_dir, retrain)

@@ -20,7 +20,7 @@ class OneShotMagnitudePruning(Method):
     name = "omp"
     needs_dense = True
 
-    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
         dense = ctx.dense_dir
         if dense is None or not (dense / "final").is_dir() or not (dense / "outcome.json").is_file():
             raise UserError(f"OMP needs a finished dense fine-tuning run; {dense} has none "
@@ -29,6 +29,9 @@ class OneShotMagnitudePruning(Method):
         load_model_state(finetuned, dense / "final")
         mask = self.make_mask(finetuned, ctx, self.config.sparsity)
         del finetuned
+        if not retrain:
+            mask.save(out_dir / "mask", groups=ctx.groups)
+            return None
         model = ctx.build_model()   # theta_0 again
         summary = run_training(ctx, model, out_dir / "subfinetune", [HardMaskCallback(mask)])
         dense_passes = json.loads((dense / "outcome.json").read_text())["passes"]

@@ -24,7 +24,8 @@ class PARP(Method):
     def sparsity_at(self, step: int, max_steps: int) -> float:
         return self.config.sparsity
 
-    def run(self, ctx: PruneContext, out_dir: Path) -> MethodOutcome:
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome:
+        """PARP finds and fine-tunes its subnetwork in one run: `retrain` has no effect."""
         if self.config.reprune_every < 1:
             raise UserError(f"reprune_every must be >= 1, got {self.config.reprune_every}")
         model = ctx.build_model()
