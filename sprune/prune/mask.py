@@ -115,7 +115,7 @@ class Mask(Mapping[str, torch.Tensor]):
         return 1.0 - self.num_kept() / total if total else 0.0
 
     def sparsity_per_parameter(self) -> dict[str, float]:
-        return {n: float(_counts(int(t.count_nonzero()), t.numel())["sparsity"])
+        return {n: 1.0 - int(t.count_nonzero()) / t.numel() if t.numel() else 0.0
                 for n, t in self._tensors.items()}
 
     def _pooled(self, key_of: Callable[[str], str | None]) -> dict[str, dict]:
@@ -256,7 +256,10 @@ class Mask(Mapping[str, torch.Tensor]):
         if metadata.get("format") != FORMAT:
             raise UserError(f"{tensor_path}: not a sprune mask (no '{FORMAT}' metadata); "
                             "give a mask written by sprune")
-        order = json.loads(metadata.get("order", "[]"))
+        try:
+            order = list(json.loads(metadata.get("order", "[]")))
+        except (ValueError, TypeError):
+            order = []  # the order only breaks ties; fall back to sorted names
         names = [n for n in order if n in raw] + sorted(n for n in raw if n not in order)
         tensors = {}
         for name in names:

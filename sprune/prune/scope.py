@@ -11,8 +11,9 @@ Presets (paper 001 prunes the transformer's weight matrices; the other two widen
 * `transformer` (default): weight matrices of the transformer layers' attention (q, k, v, out)
   and feed-forward (in, out) projections; no biases, no LayerNorm.
 * `transformer+extractor`: the above plus the convolutional feature extractor's kernels.
-* `all`: every parameter with two or more dimensions (weight matrices and conv kernels,
-  including the feature projection and positional convolution); still no biases or norms.
+* `all`: the model's `all` group (upstream: extractor, feature projection, positional
+  convolution and transformer weights); for a model without groups, every parameter with two
+  or more dimensions. Still no biases or norms.
 
 Result = (preset ∪ include) − exclude, in the model's parameter order.
 """
@@ -34,7 +35,7 @@ _TRANSFORMER_GROUPS = ("layers.*.attention.*", "layers.*.ffn.*")
 PRESETS: dict[str, tuple[str, ...] | None] = {
     "transformer": _TRANSFORMER_GROUPS,
     "transformer+extractor": _TRANSFORMER_GROUPS + ("conv_extractor",),
-    "all": None,  # every parameter with ndim >= 2
+    "all": None,  # the `all` group, else every parameter with ndim >= 2
 }
 
 
@@ -101,7 +102,7 @@ def resolve_scope(params: nn.Module | Mapping[str, torch.Tensor], *,
                             f"{', '.join(PRESETS)}")
         patterns = PRESETS[preset]
         if patterns is None:
-            chosen = set(names)
+            chosen = set(groups["all"]) if groups and "all" in groups else set(names)
         else:
             for pattern in patterns:
                 if not fnmatch.filter(list(groups or {}), pattern):
