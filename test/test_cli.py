@@ -1,0 +1,62 @@
+"""The `sprune` entry point: help for every command, one-line errors with exit status 2."""
+from __future__ import annotations
+
+import pytest
+
+from sprune.cli import SUBCOMMANDS
+
+DATA_ACTIONS = ("validate", "info", "subset", "combine", "filter")
+
+
+def test_top_level_help_lists_every_subcommand(sprune_cli):
+    proc = sprune_cli("--help")
+    assert proc.returncode == 0
+    for name, (_module, help_text) in SUBCOMMANDS.items():
+        assert name in proc.stdout and help_text in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_help(name, sprune_cli):
+    proc = sprune_cli(name, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: sprune {name}")
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("action", DATA_ACTIONS)
+def test_every_data_action_has_help(action, sprune_cli):
+    proc = sprune_cli("data", action, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: sprune data {action}")
+
+
+def test_data_help_lists_actions(sprune_cli):
+    proc = sprune_cli("data", "--help")
+    assert all(action in proc.stdout for action in DATA_ACTIONS)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["no-such-command"], "unknown command 'no-such-command'"),
+    (["data"], "required: <action>"),
+    (["data", "frobnicate"], "invalid choice: 'frobnicate'"),
+    (["data", "validate"], "required: DIR"),
+    (["data", "filter", "a", "b", "--min-seconds", "short"], "invalid float value: 'short'"),
+])
+def test_usage_errors_are_one_line_exit_2(argv, words, sprune_cli):
+    proc = sprune_cli(*argv)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_no_arguments_prints_help_and_exits_2(sprune_cli):
+    proc = sprune_cli()
+    assert proc.returncode == 2 and "<command>" in proc.stdout
+
+
+def test_version(sprune_cli):
+    from sprune import __version__
+
+    proc = sprune_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"sprune {__version__}"
