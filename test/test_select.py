@@ -180,6 +180,19 @@ def test_fast_threshold_equals_kthvalue_with_ties_and_infinities(monkeypatch) ->
             assert torch.equal(ours, ref)
 
 
+def test_torch_path_for_accelerators_matches_the_numpy_path(monkeypatch) -> None:
+    monkeypatch.setattr(select_module, "_EXACT_BELOW", 1000)
+    gen = torch.Generator().manual_seed(4)
+    tensors = [torch.randint(0, 300, s, generator=gen).float() for s in ((200, 30), (7000,))]
+    k = 9000
+    on_numpy = keep_below_threshold(tensors, kth_smallest(tensors, k), k)
+    monkeypatch.setattr(select_module, "_on_cpu", lambda tensors: False)
+    on_torch = keep_below_threshold(tensors, kth_smallest(tensors, k), k)
+    reference = _stable_reference(tensors, k)
+    for a, b, c in zip(on_numpy, on_torch, reference):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
 def test_fast_threshold_recovers_when_the_bracket_misses(monkeypatch) -> None:
     monkeypatch.setattr(select_module, "_EXACT_BELOW", 100)
     monkeypatch.setattr(select_module, "_SAMPLE_SIZE", 4)
@@ -269,7 +282,8 @@ class _TinyUpstream(nn.Module):
         self.conv = nn.Conv1d(1, 4, 3)
         self.proj = nn.Linear(4, 6)
         self.layers = nn.ModuleList(
-            nn.ModuleDict({"q": nn.Linear(6, 6), "norm": nn.LayerNorm(6), "ffn_in": nn.Linear(6, 8)})
+            nn.ModuleDict({"q": nn.Linear(6, 6), "norm": nn.LayerNorm(6),
+                           "ffn_in": nn.Linear(6, 8)})
             for _ in range(2))
 
     def groups(self) -> dict[str, list[str]]:
@@ -293,6 +307,9 @@ def test_scope_presets() -> None:
     assert resolve_scope(model, preset="transformer+extractor", groups=groups) == \
         ["conv.weight"] + transformer
     assert resolve_scope(model, preset="all") == ["conv.weight", "proj.weight"] + transformer
+    groups["all"] = ["proj.weight", "layers.1.q.weight"]  # a model's own `all` group wins
+    assert resolve_scope(model, preset="all", groups=groups) == ["proj.weight",
+                                                                 "layers.1.q.weight"]
 
 
 def test_scope_include_exclude_groups_and_globs() -> None:
