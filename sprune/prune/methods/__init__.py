@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from sprune.errors import UserError
+from sprune.prune.criteria import make_criterion
+from sprune.prune.select import Granularity
 from sprune.prune.methods.base import Method, MethodOutcome, PruneConfig, PruneContext
 from sprune.prune.methods.dense import Dense
 from sprune.prune.methods.imp import IterativeMagnitudePruning
@@ -23,6 +25,9 @@ def make_method(config: PruneConfig) -> Method:
     if config.criterion == "taylor" and config.method != "dense":
         raise UserError("criterion 'taylor' needs accumulated gradients, which the unstructured "
                         "fine-tuning methods do not collect; use magnitude or random")
+    # Fail on a bad name now, not after the data is loaded.
+    make_criterion(config.criterion, **({"seed": 0} if config.criterion == "random" else {}))
+    Granularity.parse(config.granularity)
     return METHODS[config.method](config)
 
 
