@@ -55,14 +55,17 @@ for m in $methods; do
 done
 
 if run_stage 1; then
-  if [ -f "$train_set/.done" ] && [ -f "$dev_set/.done" ] && [ -f "$test_set/.done" ]; then
-    log "stage 1: data ready; skipping"
+  # The stamp names the data options, so other languages or seeds prepare the data again.
+  stamp=data/.done.$(echo "$local_data_opts" | md5sum | cut -c1-8)
+  if [ -f "$stamp" ] && [ -d "$train_set" ] && [ -d "$dev_set" ] && [ -d "$test_set" ]; then
+    log "stage 1: data ready ($stamp); skipping"
   else
-    log "stage 1: data"
+    log "stage 1: data ($local_data_opts)"
+    rm -f data/.done.*
     # shellcheck disable=SC2086
     local/data.sh $local_data_opts data
     sprune data validate "$train_set" "$dev_set" "$test_set"
-    for d in "$train_set" "$dev_set" "$test_set"; do touch "$d/.done"; done
+    touch "$stamp"
   fi
 fi
 
