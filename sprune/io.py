@@ -60,3 +60,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """Read a JSON file holding an object; bad JSON or another top-level type is a
+    `UserError` naming the file (and the line, for syntax errors)."""
+    import json
+
+    from sprune.errors import UserError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data

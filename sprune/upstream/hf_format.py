@@ -5,11 +5,11 @@ head model (ForCTC, ForPreTraining, ForSequenceClassification...: `wav2vec2.` / 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from sprune.errors import UserError
+from sprune.io import read_json_object
 from sprune.upstream.config import UpstreamConfig, dense_config
 from sprune.upstream.keymap import (WEIGHT_OR_BIAS, ConvertedWeights, convert_keys,
                                     pos_conv_rules, rule, transformer_layer_rules)
@@ -93,14 +93,6 @@ def config_from_hf(hf: dict[str, Any], where: str, normalize: bool = False) -> U
         raise UserError(f"{where}: {err}") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
 
 
 def read_hf_state(directory: Path) -> dict:
@@ -110,7 +102,7 @@ def read_hf_state(directory: Path) -> dict:
             return load_tensor_file(directory / name)
     for name in INDEX_FILES:
         if (directory / name).is_file():
-            index = _read_json(directory / name).get("weight_map", {})
+            index = read_json_object(directory / name).get("weight_map", {})
             state: dict = {}
             for shard in sorted(set(index.values())):
                 if not (directory / shard).is_file():
@@ -123,10 +115,10 @@ def read_hf_state(directory: Path) -> dict:
 
 def read_hf_dir(directory: Path) -> tuple[UpstreamConfig, ConvertedWeights]:
     """Config and sprune-named weights of a Hugging Face model dir."""
-    hf = _read_json(directory / "config.json")
+    hf = read_json_object(directory / "config.json")
     normalize = False
     if (directory / "preprocessor_config.json").is_file():
-        normalize = bool(_read_json(directory / "preprocessor_config.json").get("do_normalize"))
+        normalize = bool(read_json_object(directory / "preprocessor_config.json").get("do_normalize"))
     config = config_from_hf(hf, str(directory / "config.json"), normalize)
     state = read_hf_state(directory)
     prefix = f"{hf['model_type']}."

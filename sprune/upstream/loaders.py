@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from sprune.errors import UserError
+from sprune.io import read_json_object
 from sprune.io import atomic_dir
 from sprune.upstream.config import FAMILIES, UpstreamConfig
 from sprune.upstream.fairseq_format import read_fairseq
@@ -120,7 +121,7 @@ def _read(kind: str | None, family: str | None, path: Path
         if not (path / CONFIG_FILE).is_file():
             raise UserError(f"{path}: a model dir needs {CONFIG_FILE} (sprune or Hugging Face "
                             "format); for a single checkpoint file pass the file itself")
-        document = _read_json(path / CONFIG_FILE)
+        document = read_json_object(path / CONFIG_FILE)
         is_sprune = document.get("format") == FORMAT
         if kind == "sprune" or (kind is None and is_sprune):
             return _read_sprune_dir(path, document)
@@ -148,14 +149,6 @@ def _read(kind: str | None, family: str | None, path: Path
                     "format (a dir with config.json + model.safetensors)")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
 
 
 def _read_sprune_dir(path: Path, document: dict[str, Any]
