@@ -26,7 +26,7 @@ pip_quiet() {
   "$venv/bin/python" -m pip -q "$@" 2>&1 | { grep -v '^WARNING: Location .* is ignored' || true; }
   return "${PIPESTATUS[0]}"
 }
-stamp_of() { cat "$root/tools/requirements.txt" "$root/setup.py" | sha256sum | cut -c1-16; }
+stamp_of() { cat "$root/tools/requirements.txt" "$root/setup.py" "$root/pyproject.toml" | sha256sum | cut -c1-16; }
 want=$(stamp_of)
 stamp_file=$venv/.sprune-stamp
 
