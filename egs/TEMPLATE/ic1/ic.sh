@@ -108,6 +108,6 @@ fi
 
 if run_stage 6; then
   log "stage 6: results"
-  sprune results "$expdir" --title "$tag: intent accuracy by pruning method" >/dev/null
-  log "wrote $expdir/RESULTS.md and $expdir/accuracy_vs_sparsity.png"
+  sprune results "$expdir" --title "$tag: intent accuracy by pruning method"
+  log "wrote $expdir/RESULTS.md, $expdir/results.csv and $expdir/accuracy_vs_sparsity.png"
 fi
