@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("sprune.bin.prune", "fine-tune a task model with a pruning method (or dense)"),
     "evaluate": ("sprune.bin.evaluate", "evaluate a finished run folder on a data dir"),
     "results": ("sprune.bin.results", "collect runs into RESULTS.md, a CSV and a PNG plot"),
+    "analyze": ("sprune.bin.analyze", "pruning curves, mask IOU and transfer grids of an exp"),
+    "phonemize": ("sprune.bin.phonemize", "write phone transcripts (text.phones) with espeak-ng"),
 }
 
 

@@ -1,8 +1,11 @@
 """Evaluate a finished run folder (written by `sprune prune`) on a data dir.
 
   sprune evaluate exp/ic/parp_s0.70 --data data/test --name test
+  sprune evaluate exp/asr/parp_s0.70 --data data/test --name test_beam --decoder beam --beam 8
 
-Writes <run>/eval_<name>.json with overall and per-language metrics.
+Writes <run>/eval_<name>.json with overall and per-language metrics: accuracy for intent
+runs; wer, cer (char / bpe units) or per (phone units) for CTC runs, as fractions, with the
+decoder of the run's config (`ctc.decoder`).
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data dir to evaluate on")
     parser.add_argument("--name", help="name of the result (default: the data dir's name)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--decoder", choices=("greedy", "beam"),
+                        help="CTC runs: decoder (default: ctc.decoder of the run's config)")
+    parser.add_argument("--beam", type=int, help="CTC runs: beam size (default: ctc.beam)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from sprune.experiment import IntentExperiment
+    from sprune.experiment import load_experiment
     from sprune.prune.methods.base import load_model_state
     from sprune.train import resolve_device
 
@@ -32,7 +38,16 @@ def run(args: argparse.Namespace) -> int:
     if not (run_dir / "final").is_dir():
         raise UserError(f"{run_dir}/final is missing; the run has not finished "
                         "(run `sprune prune` for it first)")
-    experiment = IntentExperiment.from_folder(run_dir)
+    experiment = load_experiment(run_dir)
+    if args.decoder is not None or args.beam is not None:
+        if experiment.task != "ctc":
+            raise UserError(f"--decoder / --beam apply to CTC runs; {run_dir} is a "
+                            f"'{experiment.task}' run")
+        if args.beam is not None and args.beam < 1:
+            raise UserError(f"--beam must be at least 1, got {args.beam}")
+        ctc = experiment.config.ctc
+        ctc.decoder = args.decoder or ctc.decoder
+        ctc.beam = args.beam or ctc.beam
     dataset = experiment.dataset(args.data)
     if len(dataset) == 0:
         raise UserError(f"{args.data}: no utterances to evaluate")

@@ -7,6 +7,13 @@ Examples (from a recipe folder):
   sprune prune --config conf/finetune.yaml --method conf/prune_parp.yaml --sparsity 0.7 \\
       --train data/train --dev data/dev --out exp/ic/parp_s0.70
   sprune prune ... --method conf/prune_omp.yaml --dense exp/ic/dense --no-retrain  # mask only
+  sprune prune --config conf/finetune_nl.yaml --method conf/prune_omp.yaml --sparsity 0.5 \
+      --mask-from exp/asr_fr/omp_s0.5 ... --out exp/transfer/omp_s0.5_fr2nl   # mask transfer
+
+The task config's `task:` (intent | ctc) picks the experiment (see sprune.experiment).
+`--mask-from` (or `mask_from:` in the pruning YAML) takes the mask of another run (its folder,
+its mask/ folder or a mask file) instead of computing one: rp/mpi/omp fine-tune that
+subnetwork, parp/parp-p start from it; experiment.json records where it came from.
 
 Finished fine-tuning runs inside the folder are reused and a killed run resumes where its
 last checkpoint left it (`--restart` deletes the folder first). The folder gets
@@ -19,10 +26,12 @@ import json
 import shutil
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from sprune.config import load_config
 from sprune.errors import UserError
-from sprune.io import atomic_write_text
+from sprune.io import atomic_write_text, read_json_object
+from sprune.prune.mask import MASK_FILE
 from sprune.prune.methods import METHODS, PruneConfig, make_method
 
 
@@ -37,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", help="upstream spec (overrides `upstream:` in --config)")
     parser.add_argument("--dense", help="finished dense run folder (OMP prunes its weights)")
     parser.add_argument("--sparsity", type=float, help="target sparsity (overrides the YAML)")
+    parser.add_argument("--mask-from", metavar="RUN_OR_MASK",
+                        help="take the mask of another run (run folder, mask/ folder or mask "
+                             "file) instead of computing it (overrides mask_from in the YAML)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a task-config key, e.g. train.lr=1e-4")
     parser.add_argument("--no-retrain", action="store_true",
@@ -45,7 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true", help="delete --out and start over")
 
 
-def load_prune_config(spec: str, sparsity: float | None) -> PruneConfig:
+def load_prune_config(spec: str, sparsity: float | None, mask_from: str | None = None
+                      ) -> PruneConfig:
     if spec in METHODS:
         config = PruneConfig(method=spec)
     elif spec.endswith((".yaml", ".yml")) or Path(spec).exists():
@@ -53,17 +66,50 @@ def load_prune_config(spec: str, sparsity: float | None) -> PruneConfig:
     else:
         raise UserError(f"--method '{spec}' is neither a YAML file nor a method name; known "
                         f"methods: {', '.join(METHODS)}")
-    return replace(config, sparsity=sparsity) if sparsity is not None else config
+    if sparsity is not None:
+        config = replace(config, sparsity=sparsity)
+    if mask_from is not None:
+        config = replace(config, mask_from=mask_from)
+    return config
+
+
+def resolve_mask_source(spec: str) -> tuple[str, dict[str, Any]]:
+    """(absolute mask path, what experiment.json records as `mask_source`) for a run folder,
+    a mask folder or a mask file. The source run is the nearest folder above the mask that
+    holds experiment.json."""
+    from sprune.experiment import EXPERIMENT_FILE
+
+    path = Path(spec).resolve()
+    mask = path / "mask" if (path / "mask" / MASK_FILE).is_file() else path
+    if not (mask.is_file() or (mask / MASK_FILE).is_file()):
+        raise UserError(f"--mask-from {spec}: no mask there; give a finished run folder, its "
+                        "mask/ folder or a mask .safetensors file")
+    source: dict[str, Any] = {"mask": str(mask), "run": None, "method": None,
+                              "sparsity": None, "train_langs": []}
+    for folder in (mask.parent, mask.parent.parent):
+        if (folder / EXPERIMENT_FILE).is_file():
+            doc = read_json_object(folder / EXPERIMENT_FILE)
+            source["run"] = str(folder)
+            source["train_langs"] = list(doc.get("data", {}).get("train_langs", []))
+            if (folder / "prune.json").is_file():
+                prune = read_json_object(folder / "prune.json")
+                source["method"], source["sparsity"] = prune.get("method"), prune.get("sparsity")
+            break
+    return str(mask), source
 
 
 def run(args: argparse.Namespace) -> int:
-    from sprune.experiment import IntentExperiment, load_experiment_config
+    from sprune.experiment import experiment_for_training, load_experiment_config
 
     config = load_experiment_config(args.config, args.overrides)
     upstream = args.upstream or config.upstream
     if not upstream:
         raise UserError(f"{args.config}: no upstream: set `upstream:` or pass --upstream")
-    prune_config = load_prune_config(args.method, args.sparsity)
+    prune_config = load_prune_config(args.method, args.sparsity, args.mask_from)
+    mask_source = None
+    if prune_config.mask_from is not None:
+        mask_path, mask_source = resolve_mask_source(prune_config.mask_from)
+        prune_config = replace(prune_config, mask_from=mask_path)
     method = make_method(prune_config)
     out = Path(args.out)
     if args.restart and out.exists():
@@ -71,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     if (out / "outcome.json").is_file():
         print(f"{out}: finished before (outcome.json); nothing to do")
         return 0
-    experiment = IntentExperiment.for_training(config, upstream, args.train, args.dev)
+    experiment = experiment_for_training(config, upstream, args.train, args.dev)
+    if mask_source is not None:
+        experiment.metadata["mask_source"] = mask_source
     out.mkdir(parents=True, exist_ok=True)
     experiment.save(out)
     atomic_write_text(out / "prune.json", json.dumps(asdict(prune_config), indent=1) + "\n")

@@ -62,6 +62,32 @@ def check_ctc_lengths(frames: Tensor, targets: Tensor, target_lengths: Tensor,
                     "(`sprune data subset --utt-list`) or use coarser units")
 
 
+@dataclass
+class CTCConfig:
+    """The `ctc:` section of a CTC recipe's YAML: output units, head and decoding."""
+
+    units: Literal["char", "phone", "bpe"] = "char"
+    vocab_size: int = 100            # bpe: sentencepiece pieces (blank and <unk> included)
+    word_boundary: bool = True       # phone: '|' between words (gives WER over phone words)
+    tokenizer: str | None = None     # an existing tokenizer file (e.g. a joint multilingual
+                                     # vocabulary); default: built from the training text
+    layer: int = -1                  # hidden state the linear head reads (-1: last layer)
+    dropout: float = 0.1
+    decoder: Literal["greedy", "beam"] = "greedy"
+    beam: int = 8
+    beam_prune: float | None = None  # beam: try only labels with probability >= this
+
+    def primary_metric(self) -> str:
+        """The error rate that ranks models of these units: PER for phones, else WER."""
+        return "per" if self.units == "phone" else "wer"
+
+    def metrics(self) -> tuple[str, ...]:
+        """Overall metric names `error_rates` reports for these units."""
+        if self.units == "phone":
+            return ("per", "wer") if self.word_boundary else ("per",)
+        return ("wer", "cer")
+
+
 class CTCCollate:
     """`collate_audio` plus the encoded transcripts:
 

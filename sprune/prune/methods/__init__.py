@@ -1,7 +1,10 @@
 """Pruning methods, one file each, registered by name (`method:` in conf/prune_*.yaml)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from sprune.errors import UserError
+from sprune.prune.mask import MASK_FILE
 from sprune.prune.criteria import make_criterion
 from sprune.prune.select import Granularity
 from sprune.prune.methods.base import Method, MethodOutcome, PruneConfig, PruneContext
@@ -28,7 +31,13 @@ def make_method(config: PruneConfig) -> Method:
     # Fail on a bad name now, not after the data is loaded.
     make_criterion(config.criterion, **({"seed": 0} if config.criterion == "random" else {}))
     Granularity.parse(config.granularity)
-    return METHODS[config.method](config)
+    method = METHODS[config.method](config)
+    if config.mask_from is not None:
+        path = Path(config.mask_from)
+        if not (path.is_file() or (path / MASK_FILE).is_file()):
+            raise UserError(f"mask_from {path}: no mask there; give a run's mask/ folder or a "
+                            "mask .safetensors file written by sprune")
+    return method
 
 
 __all__ = ["METHODS", "Method", "MethodOutcome", "PruneConfig", "PruneContext", "make_method"]

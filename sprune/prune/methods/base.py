@@ -55,6 +55,10 @@ class PruneConfig:
     imp_level_epochs: float = 5.0    # n: epochs trained per level after the rewind point
     imp_retrain: bool = True         # retrain the winning ticket (full schedule) at the end
     imp_ticket: Literal["best", "target"] = "best"  # best dev level, or the level at the target
+    # Take the mask from another run instead of computing it (cross-lingual mask transfer,
+    # paper 001 Sec. 4.3): a mask dir or .safetensors file. rp / mpi / omp fine-tune that
+    # subnetwork with a hard mask (no dense run needed); parp / parp-p start from it.
+    mask_from: str | None = None
 
 
 @dataclass
@@ -98,15 +102,25 @@ class MethodOutcome:
         atomic_write_text(path, json.dumps(asdict(self), indent=1) + "\n")
 
 
+# Largest difference between a given mask's sparsity (`mask_from`) and the one a method
+# expects: masks selected at the same target differ by rounding only.
+MASK_FROM_TOLERANCE = 0.01
+
+
 class Method:
     """Base class. Subclasses set `name` and implement `run`."""
 
     name = "method"
     needs_dense = False
+    takes_mask_from = False   # whether `mask_from` replaces the mask the method would compute
 
     def __init__(self, config: PruneConfig) -> None:
         self.config = config
         check_sparsity(config.sparsity)
+        if config.mask_from is not None and not self.takes_mask_from:
+            raise UserError(f"method '{self.name}' finds its own masks and cannot take "
+                            "mask_from; use it with rp, mpi, omp (fine-tune the given "
+                            "subnetwork) or parp, parp-p (start from it)")
 
     def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
         """Run the method into `out_dir`. With `retrain=False` a method that has a separate
@@ -132,6 +146,33 @@ class Method:
         scores = crit.scores({n: params[n] for n in names})
         return select_mask(scores, sparsity, distribution=c.distribution,
                            granularity=c.granularity, previous=previous)
+
+
+    def given_mask(self, model: nn.Module, ctx: PruneContext,
+                   expected_sparsity: float | None = None) -> Mask:
+        """The mask of `config.mask_from`, checked against the model and the method's scope
+        (and against `expected_sparsity` when given), in scope order."""
+        path = self.config.mask_from
+        mask = Mask.load(path)
+        mask.check_fits(model)
+        scope = self.scope_names(model, ctx)
+        if set(mask) != set(scope):
+            odd = sorted(set(mask) ^ set(scope))[0]
+            where = "the mask" if odd in mask else "this method's scope"
+            raise UserError(f"mask_from {path} covers {len(mask)} parameters but this method's "
+                            f"scope has {len(scope)} ('{odd}' is only in {where}); use a mask "
+                            "pruned with the same scope")
+        mask = Mask({n: mask[n] for n in scope})
+        if expected_sparsity is not None:
+            self.check_given_sparsity(mask, expected_sparsity)
+        return mask
+
+    def check_given_sparsity(self, mask: Mask, expected: float) -> None:
+        if abs(mask.sparsity() - expected) > MASK_FROM_TOLERANCE:
+            raise UserError(f"mask_from {self.config.mask_from} has sparsity "
+                            f"{mask.sparsity():.4f} but {self.name} expects {expected:.4f} "
+                            "here; pass the mask's sparsity (--sparsity) or a mask pruned "
+                            "at this one")
 
 
 def run_training(ctx: PruneContext, model: nn.Module, out_dir: Path,

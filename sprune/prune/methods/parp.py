@@ -4,6 +4,9 @@
 2. zero the pruned weights but let every weight train; every `reprune_every` updates prune
    the current weights by magnitude at the target again; the last update ends with a final
    re-prune, so the returned model is exactly at the target sparsity.
+
+With `mask_from` the initial subnetwork is the given mask instead of MPI's (paper 001
+Sec. 4.3: PARP from another language's OMP mask); its sparsity must be the initial one.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from sprune.prune.methods.callbacks import RepruneCallback
 
 class PARP(Method):
     name = "parp"
+    takes_mask_from = True
+    given_sparsity: float | None = None    # sparsity of the `mask_from` mask, once loaded
 
     def initial_sparsity(self) -> float:
         return self.config.sparsity
@@ -29,7 +34,12 @@ class PARP(Method):
         if self.config.reprune_every < 1:
             raise UserError(f"reprune_every must be >= 1, got {self.config.reprune_every}")
         model = ctx.build_model()
-        initial = self.make_mask(model, ctx, self.initial_sparsity())
+        if self.config.mask_from:
+            initial = self.given_mask(model, ctx)
+            self.given_sparsity = initial.sparsity()
+            self.check_given_sparsity(initial, self.initial_sparsity())
+        else:
+            initial = self.make_mask(model, ctx, self.initial_sparsity())
         callback = RepruneCallback(
             initial, self.config.reprune_every, self.sparsity_at,
             lambda m, s: self.make_mask(m, ctx, s))
@@ -39,6 +49,8 @@ class PARP(Method):
         final = (callback.mask if callback.repruned_at
                  else Mask.from_nonzero(model, self.scope_names(model, ctx)))
         initial.save(out_dir / "initial_mask", groups=ctx.groups)
-        return finish(self, ctx, model, final, out_dir, summary["passes"],
-                      extra={"iou_with_initial_mask": final.iou(initial),
-                             "initial_sparsity": self.initial_sparsity()})
+        extra = {"iou_with_initial_mask": final.iou(initial),
+                 "initial_sparsity": self.initial_sparsity()}
+        if self.config.mask_from:
+            extra["mask_from"] = self.config.mask_from
+        return finish(self, ctx, model, final, out_dir, summary["passes"], extra=extra)

@@ -3,7 +3,8 @@
 Same single run as PARP, but the initial MPI subnetwork is less sparse (`initial_sparsity`,
 default target - 0.2; the paper starts at 60-70 % for a 90 % target) and each re-prune uses
 a sparsity that grows from the initial one to the target by `progressive_until` of the
-updates (linear or cubic, Zhu & Gupta 2017), then holds the target.
+updates (linear or cubic, Zhu & Gupta 2017), then holds the target. With `mask_from` the
+initial sparsity defaults to the given mask's.
 """
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ class PARPProgressive(PARP):
 
     def initial_sparsity(self) -> float:
         c = self.config
-        start = c.initial_sparsity if c.initial_sparsity is not None else max(0.0, c.sparsity - 0.2)
+        if c.initial_sparsity is not None:
+            start = c.initial_sparsity
+        elif self.given_sparsity is not None:   # start where the given mask is
+            start = self.given_sparsity
+        else:
+            start = max(0.0, c.sparsity - 0.2)
         check_sparsity(start)
         if start > c.sparsity:
             raise UserError(f"initial_sparsity {start} is above the target {c.sparsity}; "
