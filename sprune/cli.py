@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sprune.bin.evaluate", "evaluate a finished run folder on a data dir"),
     "results": ("sprune.bin.results", "collect runs into RESULTS.md, a CSV and a PNG plot"),
     "analyze": ("sprune.bin.analyze", "pruning curves, mask IOU and transfer grids of an exp"),
+    "shrink": ("sprune.bin.shrink", "shrink an upstream with trained structured masks"),
     "phonemize": ("sprune.bin.phonemize", "write phone transcripts (text.phones) with espeak-ng"),
 }
 

@@ -8,6 +8,9 @@ logs (plus TensorBoard when installed). Pruning methods never edit the loop: the
 
 The task model is any `nn.Module` whose `forward(batch)` returns a dict with a scalar "loss"
 (and optionally other scalars to log). Evaluation is a function `evaluate(model) -> metrics`.
+A model may define `optimizer_groups(weight_decay) -> list of AdamW param groups` to replace
+`param_groups`; a group with a "fixed_lr" key keeps that learning rate instead of following
+the schedule (e.g. structured pruning's gates and Lagrange multipliers).
 
 Written for one process (CPU or one GPU). For DistributedDataParallel, wrap the model in
 `_training_model`, give `EpochBatchSampler` the rank / world size, and log on rank 0 only:
@@ -209,7 +212,10 @@ class Trainer:
         self.max_steps = (config.max_steps if config.max_steps is not None
                           else max(1, round(config.epochs * self.steps_per_epoch)))
         self.warmup_steps = int(config.warmup_ratio * self.max_steps)
-        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+        custom_groups = getattr(model, "optimizer_groups", None)
+        groups = (custom_groups(config.weight_decay) if callable(custom_groups)
+                  else param_groups(model, config.weight_decay))
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
         self.step = 0              # updates done
         self.initial_step = 0      # where this run started (see `fit`)
         self.epoch = 0             # current epoch
@@ -368,7 +374,7 @@ class Trainer:
                 cb.on_step_start(self)
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = group.get("fixed_lr", lr)
             out = self.model(move_to_device(batch, self.device))
             self.loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)
