@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Pruning toolkit for self-supervised speech models (wav2vec 2.0, HuBERT, WavLM)",
     packages=find_packages(include=["sprune", "sprune.*"]),
-    package_data={"sprune": ["py.typed", "resources/*"]},
+    package_data={"sprune": ["py.typed", "resources/*", "resources/upstream/*/*"]},
     python_requires=">=3.10",
     install_requires=["torch", "torchaudio", "numpy", "soundfile", "kaldiio", "PyYAML",
                       "tqdm", "safetensors"],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline spoken-intent recipe: the synthetic MINDS-14-like corpus (espeak-ng speech), the
 # shipped tiny pretrained HuBERT, and every unstructured pruning method of papers 000 and 001.
-# `make demo` runs it at demo scale (2 languages, 3 epochs, one sparsity); pass e.g.
+# `make demo` runs it at demo scale (2 languages, 2 epochs, one sparsity); pass e.g.
 #   --local-data-opts "--langs all" --sparsities "0.3 0.5 0.7 0.9" --prune-opts "--set train.epochs=10"
 # for a fuller study. Stages and options: ./run.sh --help (the stages live in ic.sh).
 set -euo pipefail
