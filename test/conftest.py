@@ -97,6 +97,20 @@ def sprune_cli() -> Callable[..., subprocess.CompletedProcess]:
 
 
 @pytest.fixture
+def cli(capsys) -> Callable[..., subprocess.CompletedProcess]:
+    """Run `sprune ARGS` in-process (`sprune.cli.main`): the same code path as the command,
+    without a torch import per call; returns a CompletedProcess with the captured output."""
+    from sprune.cli import main
+
+    def run(*args: str | Path) -> subprocess.CompletedProcess:
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
 def sprune_on_path(tmp_path_factory) -> dict[str, str]:
     """An environment whose PATH has a `sprune` that runs this checkout with this Python,
     for testing the shell scripts in utils/ and egs/ without an installed entry point."""

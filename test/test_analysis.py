@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
 
 import pytest
 import torch
@@ -186,21 +185,6 @@ def test_analyze_options_pick_metric_split_and_sparsity(exp, tmp_path):
     assert {row[5] for row in curves[1:]} == {"dev"} and {row[7] for row in curves[1:]} == {"0.9"}
     assert not (tmp_path / "out" / "iou_omp_s0.50.csv").exists()
     assert read_csv(tmp_path / "out" / "iou_omp_s0.90.csv")[1][1] == "1.0"
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    from sprune import cli as cli_module
-
-    monkeypatch.setitem(cli_module.SUBCOMMANDS, "analyze",
-                        ("sprune.bin.analyze", "pruning curves, mask IOU, mask transfer"))
-
-    def run(*args):
-        code = cli_module.main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
 
 
 def test_analyze_cli_and_its_errors(exp, tmp_path, cli):

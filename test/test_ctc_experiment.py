@@ -5,7 +5,6 @@ one-line errors of bad input."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
@@ -33,22 +32,6 @@ def workspace(tmp_path_factory):
     for units in ("char", "phone", "bpe"):
         (root / f"ft_{units}.yaml").write_text(FT.format(upstream=root / "upstream", units=units))
     return root
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch):
-    """Run `sprune ARGS` in-process (with `phonemize` registered as the parent CLI will)."""
-    from sprune import cli as cli_module
-
-    monkeypatch.setitem(cli_module.SUBCOMMANDS, "phonemize",
-                        ("sprune.bin.phonemize", "write text.phones with espeak-ng"))
-
-    def run(*args):
-        code = cli_module.main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
 
 
 def prune_args(root, out, method, units="char", *extra, train="train"):

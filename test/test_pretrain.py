@@ -209,12 +209,7 @@ TINY = ["--set", "model.conv_channels=16", "--set", "model.embed_dim=32",
         "--set", "train.eval_every=2", "--set", "train.log_every=1", "--set", "eval_max_utts=2"]
 
 
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(cli.SUBCOMMANDS, "pretrain", ("sprune.bin.pretrain", "pretrain"))
-
-
-def test_pretrain_command_end_to_end(tmp_path, make_data_dir, registered, capsys):
+def test_pretrain_command_end_to_end(tmp_path, make_data_dir, capsys):
     train = make_data_dir(tmp_path, n_utts=6, seconds=(0.5, 0.7), name="train")
     dev = make_data_dir(tmp_path, n_utts=3, seconds=0.6, name="dev")
     out = tmp_path / "exp"
@@ -240,7 +235,7 @@ def test_pretrain_command_end_to_end(tmp_path, make_data_dir, registered, capsys
     assert "has 4 clusters but units.k is 3" in capsys.readouterr().err
 
 
-def test_pretrain_command_rejects_bad_input(tmp_path, make_data_dir, registered, capsys):
+def test_pretrain_command_rejects_bad_input(tmp_path, make_data_dir, capsys):
     dev = make_data_dir(tmp_path, n_utts=3, name="dev")
     assert cli.main(["pretrain", "--train", str(tmp_path / "nope"), "--dev", str(dev),
                      "--out", str(tmp_path / "exp")]) == 2
@@ -316,7 +311,7 @@ def test_ssl1_recipe_options(tmp_path, sprune_on_path):
 
 
 def test_ssl1_recipe_pretrains_and_probes(tmp_path, make_data_dir, sprune_on_path):
-    """Stages 2-3 on a tiny data dir (needs `pretrain` and `probe` registered in sprune.cli)."""
+    """Stages 2-3 on a tiny data dir."""
     env = {**sprune_on_path, "SPRUNE_VENV": str(tmp_path / "no-venv")}
     recipe = copy_recipe(tmp_path)
     for split, n in (("train", 8), ("dev", 5), ("test", 5)):

@@ -65,11 +65,6 @@ def test_random_init_is_seeded_and_not_the_saved_weights():
 
 
 @pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(cli.SUBCOMMANDS, "probe", ("sprune.bin.probe", "probe"))
-
-
-@pytest.fixture
 def probe_data(tmp_path, make_data_dir):
     dirs = {name: make_data_dir(tmp_path, n_utts=n, seconds=(0.3, 0.4), name=name)
             for name, n in (("train", 10), ("dev", 5), ("test", 5))}
@@ -78,7 +73,7 @@ def probe_data(tmp_path, make_data_dir):
     return dirs, tmp_path / "up"
 
 
-def test_probe_command_compares_pretrained_and_random(tmp_path, probe_data, registered,
+def test_probe_command_compares_pretrained_and_random(tmp_path, probe_data,
                                                       capsys):
     dirs, upstream = probe_data
     out = tmp_path / "probe"
@@ -111,7 +106,7 @@ def test_format_table_lists_every_layer():
     assert "| 0 | 50.0 / - |" in table and "Chance: 50.0 %" in table
 
 
-def test_probe_command_rejects_bad_input(tmp_path, probe_data, make_data_dir, registered,
+def test_probe_command_rejects_bad_input(tmp_path, probe_data, make_data_dir,
                                          capsys):
     dirs, upstream = probe_data
     base = ["probe", "--train", str(dirs["train"]), "--dev", str(dirs["dev"]),

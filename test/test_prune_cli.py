@@ -5,7 +5,6 @@ uncaught exception fails the test, and no torch import per call."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import torch
@@ -30,19 +29,6 @@ def workspace(tmp_path_factory):
         "device: cpu}\n")
     (root / "parp.yaml").write_text("method: parp\nsparsity: 0.6\nreprune_every: 2\n")
     return root
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run `sprune ARGS` in-process; returns a CompletedProcess-like result."""
-    from sprune.cli import main
-
-    def run(*args):
-        code = main([str(a) for a in args])
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-    return run
 
 
 def prune_args(root, out, method, *extra):

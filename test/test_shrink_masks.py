@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from sprune import cli
-from sprune.bin import shrink as shrink_command
 from sprune.errors import UserError
 from sprune.structured.mask_store import load_masks, save_masks
 from sprune.structured.masked import MaskedUpstream
@@ -171,9 +170,8 @@ def test_sparsity_of_hard_masks_matches_the_shrunk_model():
 
 # --- masks on disk and `sprune shrink` ----------------------------------------------------------
 @pytest.fixture
-def shrink_cli(monkeypatch):
-    """Run `sprune shrink` in-process (registered here until cli.py lists it)."""
-    monkeypatch.setitem(cli.SUBCOMMANDS, "shrink", ("sprune.bin.shrink", shrink_command.HELP))
+def shrink_cli():
+    """Run `sprune shrink` in-process."""
     return lambda *args: cli.main(["shrink", *map(str, args)])
 
 
