@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("sprune.bin.pretrain", "HuBERT-style pretraining (MFCC k-means units)"),
     "probe": ("sprune.bin.probe", "linear probe of frozen upstreams on intents (vs random init)"),
     "shrink": ("sprune.bin.shrink", "shrink an upstream with trained structured masks"),
+    "bench": ("sprune.bin.bench", "parameters, FLOPs and latency of upstreams side by side"),
     "phonemize": ("sprune.bin.phonemize", "write phone transcripts (text.phones) with espeak-ng"),
 }
 
