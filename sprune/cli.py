@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("sprune.bin.probe", "linear probe of frozen upstreams on intents (vs random init)"),
     "shrink": ("sprune.bin.shrink", "shrink an upstream with trained structured masks"),
     "bench": ("sprune.bin.bench", "parameters, FLOPs and latency of upstreams side by side"),
+    "l0prune": ("sprune.bin.l0prune", "structured L0 pruning of an upstream by distillation"),
     "phonemize": ("sprune.bin.phonemize", "write phone transcripts (text.phones) with espeak-ng"),
 }
 

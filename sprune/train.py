@@ -173,6 +173,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def planned_steps(config: TrainConfig, num_examples: int) -> int:
+    """Updates a `Trainer` with `config` makes over `num_examples` training examples:
+    `max_steps` when set, else `epochs` passes (at least one update)."""
+    if config.max_steps is not None:
+        return config.max_steps
+    per_epoch = EpochBatchSampler(num_examples, config.batch_size, config.seed).batches_per_epoch()
+    return max(1, round(config.epochs * per_epoch))
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay on weight matrices / kernels, none on biases and norm scales."""
     decay, no_decay = [], []
@@ -209,8 +218,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
-        self.max_steps = (config.max_steps if config.max_steps is not None
-                          else max(1, round(config.epochs * self.steps_per_epoch)))
+        self.max_steps = planned_steps(config, len(train_set))
         self.warmup_steps = int(config.warmup_ratio * self.max_steps)
         custom_groups = getattr(model, "optimizer_groups", None)
         groups = (custom_groups(config.weight_decay) if callable(custom_groups)
@@ -338,8 +346,12 @@ class Trainer:
     def _next_batch(self) -> Any:
         if self._loader_iter is None:
             self.sampler.set_position(self.epoch, self.batch_in_epoch)
+            # Its own generator: starting an iterator would otherwise draw from the global
+            # RNG, so a run resumed mid-epoch would see other random numbers than an
+            # uninterrupted one (random crops in collate, dropout, gate noise).
             self._loader_iter = iter(DataLoader(self.train_set, batch_sampler=self.sampler,
-                                                collate_fn=self.collate_fn, num_workers=0))
+                                                collate_fn=self.collate_fn, num_workers=0,
+                                                generator=torch.Generator()))
         return next(self._loader_iter)
 
     def fit(self, resume: bool = False, initial_step: int = 0) -> dict[str, Any]:
