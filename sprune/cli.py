@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "shrink": ("sprune.bin.shrink", "shrink an upstream with trained structured masks"),
     "bench": ("sprune.bin.bench", "parameters, FLOPs and latency of upstreams side by side"),
     "l0prune": ("sprune.bin.l0prune", "structured L0 pruning of an upstream by distillation"),
+    "downstream": ("sprune.bin.downstream", "frozen-upstream intent and CTC heads, side by side"),
     "phonemize": ("sprune.bin.phonemize", "write phone transcripts (text.phones) with espeak-ng"),
 }
 
