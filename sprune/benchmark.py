@@ -96,14 +96,17 @@ def bench_audio(seconds: float = 10.0, batch: int = 1, seed: int = 1) -> Tensor:
     return 0.1 * torch.randn(batch, samples, generator=torch.Generator().manual_seed(seed))
 
 
+def flop_count(run: Callable[[], object]) -> int:
+    """FLOPs of calling `run()` once, as counted here (see the module docstring)."""
+    with torch.inference_mode(), FlopCounterMode(display=False,
+                                                 custom_mapping=FLOP_FORMULAS) as counter:
+        run()
+    return counter.get_total_flops()
+
+
 def count_flops(model: UpstreamModel, wavs: Tensor) -> tuple[int, int]:
     """(FLOPs of one forward on `wavs` [B, T], those of the conv feature encoder)."""
-    with torch.inference_mode():
-        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as whole:
-            model(wavs)
-        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as conv:
-            model.feature_extractor(wavs)
-    return whole.get_total_flops(), conv.get_total_flops()
+    return flop_count(lambda: model(wavs)), flop_count(lambda: model.feature_extractor(wavs))
 
 
 @dataclass

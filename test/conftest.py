@@ -119,3 +119,16 @@ def sprune_on_path(tmp_path_factory) -> dict[str, str]:
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m sprune "$@"\n')
     shim.chmod(0o755)
     return checkout_env(PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one CPU thread for the test (tiny models run faster so, and the cores are
+    shared); the previous count is restored. Use with `pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
