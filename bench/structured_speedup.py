@@ -22,13 +22,14 @@ of `shrunk` >= 0.85, and speed-up of `shrunk+conv` >= 2.5x on the CPU.
 
     tools/venv/bin/python bench/structured_speedup.py [--device cpu|cuda] [--threads 1]
         [--clock wall|cpu] [--seconds 10] [--repeat 7] [--warmup 1] [--keep 0.28]
-        [--conv-keep 0.5] [--json FILE]
+        [--conv-keep 0.5] [--json FILE] [--save DIR]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -39,7 +40,7 @@ from sprune.structured.masked import MaskedUpstream
 from sprune.structured.shrink_from_masks import shrink_masked
 from sprune.structured.sparsity import parameter_count
 from sprune.structured.structures import Structures, gated_conv_layers, resolve_hierarchy
-from sprune.upstream import UpstreamModel, preset_config
+from sprune.upstream import UpstreamModel, preset_config, save_upstream
 from sprune.upstream.config import UpstreamConfig
 
 ON, OFF = 20.0, -20.0  # log-alphas whose deterministic gates are exactly 1 and 0
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-seconds", type=float, default=1.0,
                         help="audio length of the masked == shrunk check")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--save", metavar="DIR", help="also save the three upstreams as "
+                        "DIR/{dense,shrunk,shrunk+conv} (sprune format, for `sprune bench`)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     print("shrunk+conv conv channels: "
           + ", ".join(str(c) for c, _, _ in models["shrunk+conv"].config.conv_layers))
 
+    for name, model in models.items() if args.save else ():
+        save_upstream(model, Path(args.save) / name)
     wavs = bench_audio(args.seconds)
     results = measure(models, wavs, devices=[args.device], repeat=args.repeat,
                       warmup=args.warmup, clock=args.clock)
