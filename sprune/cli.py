@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("sprune.bin.bench", "parameters, FLOPs and latency of upstreams side by side"),
     "l0prune": ("sprune.bin.l0prune", "structured L0 pruning of an upstream by distillation"),
     "downstream": ("sprune.bin.downstream", "frozen-upstream intent and CTC heads, side by side"),
+    "superb": ("sprune.bin.superb", "SUPERB via s3prl: export, task commands, Table 1 + score"),
     "phonemize": ("sprune.bin.phonemize", "write phone transcripts (text.phones) with espeak-ng"),
 }
 
