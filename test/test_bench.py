@@ -123,7 +123,8 @@ def test_bench_leaves_the_thread_count_alone(cli, checkpoints):
 def test_parse_spec():
     assert parse_spec("dense=exp/upstream") == ("dense", "exp/upstream")
     assert parse_spec("exp/prune/shrunk/") == ("shrunk", "exp/prune/shrunk/")
-    assert parse_spec("torchaudio:wavlm:/m/wavlm.pt") == ("wavlm.pt", "torchaudio:wavlm:/m/wavlm.pt")
+    spec = "torchaudio:wavlm:/m/wavlm.pt"
+    assert parse_spec(spec) == ("wavlm.pt", spec)
     assert parse_spec("x=/m/w=1.pt") == ("x", "/m/w=1.pt")
     with pytest.raises(UserError, match="expected NAME=SPEC"):
         parse_spec("dense=")
