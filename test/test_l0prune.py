@@ -142,3 +142,29 @@ def test_bad_input_is_one_line_and_exit_2(setup, cli):
     assert "does not exist" in one_line_error(
         cli("l0prune", "--config", conf, "--train", root / "nope", "--out", out))
     assert not (out / "masks").exists()
+
+
+def test_gap_between_0_1_and_expected_sparsity_is_explained(tmp_path):
+    """Undecided gates (every P(z != 0) = 0.7): the expected count multiplies the nested
+    levels (block x dims), the 0/1 rule rounds each level, so the masks are less sparse."""
+    from sprune.structured.mask_store import save_masks
+    from sprune.structured.masked import MaskedUpstream
+    from sprune.structured.run import gap_note, undecided_fraction
+    from sprune.structured.structures import Structures
+
+    torch.manual_seed(0)
+    masked = MaskedUpstream(UpstreamModel(tiny_config()), Structures(), init_keep_prob=0.7)
+    save_masks(masked.eval(), tmp_path / "masks", steps=1)
+    report = json.loads((tmp_path / "masks" / "masks.json").read_text())["report"]
+    assert report["expected_scope_sparsity"] - report["scope_sparsity"] > 0.2
+    assert undecided_fraction(tmp_path / "masks") == 1.0
+    note = gap_note(report, 1.0)
+    assert "less sparse than expected" in note and "100 % of the gates are undecided" in note
+    # Decided gates (P near 0 or 1) agree, and there is nothing to explain.
+    with torch.no_grad():
+        for i, alpha in enumerate(masked.gates.log_alphas().values()):
+            alpha.fill_(10.0 if i % 3 else -10.0)
+    save_masks(masked, tmp_path / "decided", steps=1)
+    report = json.loads((tmp_path / "decided" / "masks.json").read_text())["report"]
+    assert abs(report["scope_sparsity"] - report["expected_scope_sparsity"]) < 0.02
+    assert undecided_fraction(tmp_path / "decided") == 0.0 and gap_note(report, 0.0) is None

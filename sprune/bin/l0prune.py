@@ -77,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
           f"(expected {report['expected_scope_sparsity']:.4f}, target "
           f"{config.structured.target_sparsity:g}); {report['dense_parameters']} -> "
           f"{report['shrunk_parameters']} parameters")
+    from sprune.structured.run import gap_note, undecided_fraction
+
+    note = gap_note(report, undecided_fraction(out / "masks"))
+    if note:
+        print(f"sprune l0prune: {note}")
     if args.shrink:
         from sprune.bin import shrink
 

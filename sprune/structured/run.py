@@ -147,6 +147,40 @@ def _check_same_config(out: Path, resolved: str) -> None:
                         "config and --set options, pass --restart, or write to another --out")
 
 
+GAP_TOLERANCE = 0.02   # |0/1-mask sparsity - expected sparsity| worth a note
+
+
+def undecided_fraction(masks_dir: str | os.PathLike, low: float = 0.1,
+                       high: float = 0.9) -> float:
+    """Share of the gates of a masks dir whose P(z != 0) lies in (low, high)."""
+    from safetensors.torch import load_file
+
+    from sprune.io import read_json_object
+    from sprune.structured.hard_concrete import GAMMA, ZETA
+    from sprune.structured.mask_store import MASKS_FILE
+
+    masks_dir = Path(masks_dir)
+    beta = float(read_json_object(masks_dir / MASKS_JSON)["beta"])
+    alphas = torch.cat([a.flatten() for a in load_file(str(masks_dir / MASKS_FILE)).values()])
+    probs = torch.sigmoid(beta * (alphas - torch.log(torch.tensor(-GAMMA / ZETA))))
+    return float(((probs > low) & (probs < high)).float().mean())
+
+
+def gap_note(report: dict[str, Any], undecided: float) -> str | None:
+    """Why the 0/1 masks' sparsity differs from the expected one, when it does by more than
+    `GAP_TOLERANCE`. The expected count multiplies the probabilities of nested gates (block x
+    head x dims), while the 0/1 rule rounds each level on its own: a block gate at P = 0.7
+    removes 30 % of its block in expectation and nothing once rounded. Gates that have not
+    separated towards 0 or 1 (short runs, too small mask_lr) make the two differ."""
+    gap = report["scope_sparsity"] - report["expected_scope_sparsity"]
+    if abs(gap) <= GAP_TOLERANCE:
+        return None
+    return (f"note: the 0/1 masks are {abs(gap):.3f} {'more' if gap > 0 else 'less'} sparse "
+            f"than expected; {100 * undecided:.0f} % of the gates are undecided "
+            "(0.1 < P(z != 0) < 0.9): rounding nested gates one level at a time differs "
+            "from their expected product; train longer or raise structured.mask_lr")
+
+
 def finished(out: str | os.PathLike) -> bool:
     """True when the run folder holds its trained masks and the Trainer's summary."""
     out = Path(out)
