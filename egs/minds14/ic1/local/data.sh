@@ -27,9 +27,7 @@ help_message="Usage: $0 [options] [<data-dir>]   (run from the recipe folder; <d
 [ $# -le 1 ] || { echo "$0: too many arguments: $* (see --help)" >&2; exit 2; }
 data=${1:-data}
 
-if ! command -v sprune >/dev/null 2>&1; then
-  if [ -f ./path.sh ]; then . ./path.sh; else . ../../TEMPLATE/ic1/path.sh; fi
-fi
+. ../../TEMPLATE/sprune_path.sh
 
 if [ "$download" = true ]; then
   source_args=(--download --download-dir "$data/downloads")

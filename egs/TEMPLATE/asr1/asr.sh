@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# Shared stages of the CTC ASR recipes (egs/*/asr1 link to this file, ESPnet style).
+#
+#   1  data       local/data.sh writes the data dirs (the recipe's own data prep)
+#   2  phonemize  text.phones for phone units (`sprune phonemize`; skipped for char / bpe)
+#   3  dense      fine-tune every weight with the CTC head (baseline; OMP prunes its weights)
+#   4  prune      find each method's mask at each sparsity (RP, MPI, OMP, IMP levels; PARP and
+#                 PARP-P find and fine-tune their subnetwork here in one run)
+#   5  retrain    fine-tune the subnetworks found in stage 4 (RP/MPI/OMP), retrain IMP's ticket
+#   6  evaluate   every finished run on each test set (eval_<test set name>.json): WER and
+#                 CER (PER for phones), overall and per language
+#   7  results    exp/<tag>/RESULTS.md, results.csv, <metric>_vs_sparsity.png and
+#                 exp/<tag>/analysis/ (`sprune analyze`: curves, mask IOU, transfer, PARP IOU)
+#
+# Every stage skips work that finished before, and a killed stage resumes from its last
+# checkpoint: re-run the same command. Methods are conf/prune_<method>.yaml files.
+#
+# Mask transfer (paper 001 Fig. 7): --mask-from EXP takes every run's mask from the run of
+# the same sparsity under EXP (EXP/<mask-method>_s<S>, e.g. another language's OMP masks)
+# instead of finding one; rp/mpi/omp then sub-fine-tune that mask, parp/parp-p start from it.
+# Stages 2-4 are not needed then (nothing is pruned here).
+set -euo pipefail
+
+stage=1
+stop_stage=100
+finetune_config=conf/finetune.yaml   # task (ctc), units, head and fine-tuning settings
+upstream=                            # upstream spec; empty: `upstream:` of the finetune config
+methods="rp mpi omp imp parp parp-p" # conf/prune_<method>.yaml for each
+sparsities="0.5"                     # target sparsities (space-separated)
+local_data_opts=                     # options passed to local/data.sh (shell quoting applies)
+tag=                                 # experiment folder exp/<tag> (default: finetune config name)
+train_set=data/train
+dev_set=data/dev
+test_sets=data/test                  # space-separated; results are eval_<dir name>.json
+phonemize=auto                       # auto: stage 2 runs when the config says `units: phone`
+phonemize_opts=                      # more `sprune phonemize` options, e.g. "--lang-voice nl=nl"
+mask_from=                           # transfer: take masks from runs under this exp folder
+mask_method=omp                      # ... from its <mask_method>_s<S> runs
+nj=1                                 # fine-tuning runs at once in stages 4-6
+threads=0                            # torch CPU threads per run (0: torch's choice)
+prune_opts=                          # more `sprune prune` options, e.g. "--set train.epochs=3"
+metric=                              # error rate of the tables: wer, cer, per (default: per
+                                     # for phones, else wer)
+analyze_opts=                        # more `sprune analyze` options, e.g. "--iou-sparsity 0.5"
+
+help_message="Usage: $0 [options]
+  --stage N / --stop-stage N   stages to run (1 data, 2 phonemize, 3 dense, 4 prune, 5 retrain,
+                               6 evaluate, 7 results; default $stage..$stop_stage)
+  --finetune-config FILE       CTC task and fine-tuning config (default $finetune_config)
+  --upstream SPEC              upstream checkpoint (default: the config's upstream:)
+  --methods LIST               pruning methods, conf/prune_<m>.yaml each (default \"$methods\")
+  --sparsities LIST            target sparsities (default \"$sparsities\")
+  --local-data-opts OPTS       options for local/data.sh
+  --tag NAME                   experiment folder exp/NAME (default: finetune config name)
+  --train-set DIR / --dev-set DIR   data dirs (default $train_set, $dev_set)
+  --test-sets LIST             test data dirs, space-separated; the first one is the split of
+                               RESULTS.md and the analysis (default $test_sets)
+  --phonemize auto|true|false  write text.phones in stage 2 (default $phonemize: when the
+                               finetune config has 'units: phone')
+  --phonemize-opts OPTS        more options for sprune phonemize (e.g. \"--lang-voice nl=nl\")
+  --mask-from EXP              mask transfer: take each run's mask from EXP/<mask-method>_s<S>
+  --mask-method M              method of the source runs (default $mask_method)
+  --nj N                       fine-tuning runs at once in stages 4-6 (default $nj)
+  --threads N                  torch CPU threads per run (default $threads: torch's choice;
+                               with --nj 2 on 2 cores use 1)
+  --prune-opts OPTS            more options for sprune prune (e.g. \"--set train.max_steps=300\")
+  --metric NAME                error rate of RESULTS.md and the analysis (default: per for
+                               phone units, else wer)
+  --analyze-opts OPTS          more options for sprune analyze"
+
+. ./path.sh
+. utils/parse_options.sh
+[ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+
+tag=${tag:-$(basename "$finetune_config" .yaml)}
+expdir=exp/$tag
+log() { echo "$(date '+%H:%M:%S') [$(basename "$0")] $*"; }
+run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+common=(--config "$finetune_config" --train "$train_set" --dev "$dev_set")
+[ -z "$upstream" ] || common+=(--upstream "$upstream")
+# shellcheck disable=SC2206  # prune_opts holds several words
+extra=($prune_opts)
+if [ "$threads" != 0 ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
+[ -f "$finetune_config" ] || { echo "$0: --finetune-config $finetune_config not found" >&2; exit 2; }
+case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
+case $phonemize in
+  auto) if grep -Eq '(^|[{ ,])units:[[:space:]]*phone' "$finetune_config"; then phonemize=true
+        else phonemize=false; fi ;;
+  true|false) ;;
+  *) echo "$0: --phonemize takes auto, true or false, got '$phonemize'" >&2; exit 2 ;;
+esac
+for m in $methods; do
+  [ -f "conf/prune_$m.yaml" ] || { echo "$0: conf/prune_$m.yaml not found (--methods)" >&2; exit 2; }
+done
+if [ -n "$mask_from" ]; then
+  [ -d "$mask_from" ] || { echo "$0: --mask-from $mask_from is not a folder" >&2; exit 2; }
+  for m in $methods; do
+    case $m in imp|dense) echo "$0: --mask-from: method '$m' finds its own masks" >&2; exit 2;; esac
+  done
+fi
+
+# Jobs of a stage run $nj at a time; each writes its output to $expdir/log/<name>.log and a
+# failed one is named with the end of its log.
+mkdir -p "$expdir/log"
+declare -A job_names=()
+failed=0
+job_done() {   # job_done PID STATUS
+  local name=${job_names[$1]}
+  unset "job_names[$1]"
+  if [ "$2" -ne 0 ]; then
+    failed=1
+    echo "$0: $name failed (exit $2); end of $expdir/log/$name.log:" >&2
+    tail -n 5 "$expdir/log/$name.log" >&2
+  else
+    tail -n 1 "$expdir/log/$name.log"
+  fi
+}
+reap_one() {
+  local pid= status=0
+  wait -n -p pid || status=$?
+  [ -z "$pid" ] || job_done "$pid" "$status"
+}
+spawn() {  # spawn NAME COMMAND...: run in the background once fewer than $nj are running
+  local name=$1
+  shift
+  while [ "${#job_names[@]}" -ge "$nj" ]; do reap_one; done
+  "$@" > "$expdir/log/$name.log" 2>&1 &
+  job_names[$!]=$name
+}
+finish_stage() {
+  while [ "${#job_names[@]}" -gt 0 ]; do reap_one; done
+  [ "$failed" -eq 0 ] || { echo "$0: stage $1 failed (see above)" >&2; exit 1; }
+}
+
+if run_stage 1; then
+  # The stamp names the data options, so other languages or seeds prepare the data again.
+  stamp=data/.done.$(echo "$local_data_opts" | md5sum | cut -c1-8)
+  ready=true
+  for d in "$train_set" "$dev_set" $test_sets; do [ -d "$d" ] || ready=false; done
+  if [ -f "$stamp" ] && [ "$ready" = true ]; then
+    log "stage 1: data ready ($stamp); skipping"
+  else
+    log "stage 1: data ($local_data_opts)"
+    rm -f data/.done.*
+    eval "local/data.sh $local_data_opts data"   # eval: the options may hold quoted words
+    # shellcheck disable=SC2086
+    sprune data validate "$train_set" "$dev_set" $test_sets
+    touch "$stamp"
+  fi
+fi
+
+if run_stage 2 && [ "$phonemize" = true ]; then
+  todo=()
+  for d in "$train_set" "$dev_set" $test_sets; do
+    [ -f "$d/text.phones" ] && [ "$d/text.phones" -nt "$d/text" ] || todo+=("$d")
+  done
+  if [ ${#todo[@]} -eq 0 ]; then
+    log "stage 2: text.phones up to date; skipping"
+  else
+    log "stage 2: phone transcripts for ${todo[*]}"
+    # shellcheck disable=SC2086
+    sprune phonemize "${todo[@]}" $phonemize_opts
+  fi
+fi
+
+if run_stage 3 && [ -z "$mask_from" ]; then
+  log "stage 3: dense CTC fine-tuning -> $expdir/dense"
+  sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${extra[@]}"
+fi
+
+# prune_run METHOD SPARSITY [--no-retrain]: one method at one sparsity
+prune_run() {
+  local m=$1 s=$2 source=()
+  shift 2
+  if [ -n "$mask_from" ]; then
+    source=(--mask-from "$mask_from/${mask_method}_s$s")
+  else
+    source=(--dense "$expdir/dense")
+  fi
+  sprune prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" "${source[@]}" \
+    --out "$expdir/${m}_s$s" "$@" "${extra[@]}"
+}
+
+if run_stage 4 && [ -z "$mask_from" ]; then
+  for m in $methods; do
+    for s in $sparsities; do
+      log "stage 4: $m at sparsity $s -> $expdir/${m}_s$s"
+      spawn "prune.${m}_s$s" prune_run "$m" "$s" --no-retrain
+    done
+  done
+  finish_stage 4
+fi
+
+if run_stage 5; then
+  for m in $methods; do
+    for s in $sparsities; do
+      log "stage 5: $m at sparsity $s: fine-tune the subnetwork${mask_from:+ (mask from $mask_from)}"
+      spawn "retrain.${m}_s$s" prune_run "$m" "$s"
+    done
+  done
+  finish_stage 5
+fi
+
+if run_stage 6; then
+  for test_set in $test_sets; do
+    name=$(basename "$test_set")
+    for run in "$expdir"/*/; do
+      run=${run%/}
+      [ -f "$run/outcome.json" ] || continue
+      result=$run/eval_$name.json
+      if [ -f "$result" ] && [ "$result" -nt "$run/outcome.json" ]; then continue; fi
+      log "stage 6: decode $run on $test_set"
+      spawn "eval_$name.$(basename "$run")" sprune evaluate "$run" --data "$test_set" --name "$name"
+    done
+  done
+  finish_stage 6
+fi
+
+if run_stage 7; then
+  log "stage 7: results and analysis"
+  metric_opt=()
+  [ -z "$metric" ] || metric_opt=(--metric "$metric")
+  sprune results "$expdir" --title "$tag: CTC error rates by pruning method" "${metric_opt[@]}" \
+    > /dev/null
+  # shellcheck disable=SC2086
+  sprune analyze "$expdir" --split "$(basename "${test_sets%% *}")" --title "$tag" "${metric_opt[@]}" $analyze_opts
+  log "wrote $expdir/RESULTS.md, $expdir/results.csv and $expdir/analysis/ANALYSIS.md"
+fi
