@@ -194,6 +194,8 @@ def plot_metric_vs_sparsity(runs: list[RunResult], metric: str, path: Path,
     by_line: dict[str, list[RunResult]] = {}
     for r in runs:
         by_line.setdefault(line_label(r, settings), []).append(r)
+    # Hollow markers of distinct shapes keep methods that land on the same point visible.
+    markers = iter("osD^vP<X>*" * 4)
     for label, group in by_line.items():
         points = sorted((100 * r.sparsity, 100 * r.score(split, metric)) for r in group
                         if r.score(split, metric) is not None)
@@ -203,7 +205,8 @@ def plot_metric_vs_sparsity(runs: list[RunResult], metric: str, path: Path,
             ax.axhline(points[0][1], linestyle="--", label=label,
                        color="grey" if not settings else None)
             continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=next(markers),
+                markersize=8, markerfacecolor="none", markeredgewidth=1.5, label=label)
     ax.set_xlabel("sparsity of the pruned weights (%)")
     ax.set_ylabel(f"{split} {metric} (%, {'lower' if lower else 'higher'} is better)")
     ax.grid(alpha=0.3)

@@ -10,7 +10,9 @@ The task model is any `nn.Module` whose `forward(batch)` returns a dict with a s
 (and optionally other scalars to log). Evaluation is a function `evaluate(model) -> metrics`.
 A model may define `optimizer_groups(weight_decay) -> list of AdamW param groups` to replace
 `param_groups`; a group with a "fixed_lr" key keeps that learning rate instead of following
-the schedule (e.g. structured pruning's gates and Lagrange multipliers).
+the schedule (e.g. structured pruning's gates and Lagrange multipliers), and a group with an
+"lr_scale" key follows the schedule times that factor (e.g. a fresh task head learning faster
+than the pretrained upstream).
 
 Written for one process (CPU or one GPU). For DistributedDataParallel, wrap the model in
 `_training_model`, give `EpochBatchSampler` the rank / world size, and log on rank 0 only:
@@ -58,6 +60,18 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     metric: str = "accuracy"        # evaluation metric that picks the best checkpoint
     metric_mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "eval_every", "save_every", "log_every"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"train.{key}: {value!r} must be a whole number >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"train.max_steps: {self.max_steps} must be >= 1 (or unset)")
+        if not self.epochs > 0 and self.max_steps is None:
+            raise UserError(f"train.epochs: {self.epochs} must be positive")
+        if self.lr < 0 or not 0 <= self.warmup_ratio < 1:
+            raise UserError("train.lr must be >= 0 and train.warmup_ratio in [0, 1)")
 
 
 class Callback:
@@ -386,7 +400,7 @@ class Trainer:
                 cb.on_step_start(self)
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
-                group["lr"] = group.get("fixed_lr", lr)
+                group["lr"] = group.get("fixed_lr", lr * group.get("lr_scale", 1.0))
             out = self.model(move_to_device(batch, self.device))
             self.loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)

@@ -83,3 +83,50 @@ def test_unknown_intent_and_short_audio_are_user_errors(tmp_path, make_data_dir)
     short = make_data_dir(tmp_path, n_utts=2, seconds=0.01, name="short")
     with pytest.raises(UserError, match="receptive field"):
         AudioDataset(DataDir.load(short), preload=True)
+
+
+def test_pooled_standardizer_uses_batch_statistics_and_survives_a_batch_of_one():
+    from sprune.tasks.intent import PooledStandardizer
+    norm = PooledStandardizer(3)
+    x = torch.tensor([[1.0, 10.0, -2.0], [3.0, 30.0, 2.0]])
+    expected = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + norm.eps)
+    assert torch.allclose(norm(x), expected, atol=1e-5)
+    single = norm(x[:1])   # training, one utterance: running statistics instead of an error
+    running = (x[:1] - norm.running_mean) / torch.sqrt(norm.running_var + norm.eps)
+    assert torch.allclose(single, running, atol=1e-6)
+    assert not list(norm.parameters())   # no affine scale or shift
+
+
+def test_head_learning_rate_is_scaled_and_the_upstream_follows_the_schedule(tmp_path):
+    from sprune.tasks.intent import IntentHeadConfig
+    from sprune.train import TrainConfig, Trainer
+    torch.manual_seed(0)
+    model = IntentClassifier(FakeUpstream(), 4, 2, IntentHeadConfig(lr_scale=4.0))
+    data = [{"wavs": torch.randn(800), "intent": i % 2} for i in range(4)]
+
+    def collate(items):
+        return {"wavs": torch.stack([d["wavs"] for d in items]),
+                "lengths": torch.full((len(items),), 800),
+                "intent": torch.tensor([d["intent"] for d in items])}
+
+    trainer = Trainer(model, data, collate, TrainConfig(epochs=1, batch_size=2, lr=1e-3,
+                                                        warmup_ratio=0.0, eval_every=100,
+                                                        save_every=100, seed=0), tmp_path,
+                      show_progress=False)
+    trainer.fit()
+    upstream_ids = {id(p) for p in model.upstream.parameters()}
+    seen = set()
+    for group in trainer.optimizer.param_groups:
+        ids = {id(p) for p in group["params"]}
+        expected_scale = 1.0 if ids <= upstream_ids else 4.0
+        assert not (ids & upstream_ids and ids - upstream_ids)   # no mixed group
+        assert group["lr"] == pytest.approx(expected_scale * trainer.lr_at(trainer.step - 1))
+        seen |= ids
+    assert seen == {id(p) for p in model.parameters()}   # every parameter is trained
+
+
+@pytest.mark.parametrize("key,value", [("input_norm", "layer"), ("lr_scale", 0.0)])
+def test_bad_head_settings_are_user_errors(key, value):
+    from sprune.tasks.intent import IntentHeadConfig
+    with pytest.raises(UserError, match=f"head.{key}"):
+        IntentHeadConfig(**{key: value})

@@ -160,3 +160,10 @@ def test_state_tree_round_trip(tmp_path):
     assert torch.equal(loaded["opt"]["state"][0]["exp_avg"], torch.ones(2, 2))
     with pytest.raises(UserError, match="not a sprune checkpoint"):
         load_state(tmp_path)
+
+
+@pytest.mark.parametrize("key,value", [("eval_every", 0), ("save_every", -1), ("batch_size", 0),
+                                       ("max_steps", 0), ("epochs", 0.0)])
+def test_train_config_rejects_values_the_loop_cannot_use(key, value):
+    with pytest.raises(UserError, match=f"train.{key}"):
+        TrainConfig(**{key: value})

@@ -3,6 +3,13 @@
 The conv feature encoder stays frozen (the paper found end-to-end training too slow to beat
 chance); the transformer is fine-tuned together with the head. The pooled representation is
 the mean over valid frames of one hidden state (default: the last layer's output).
+
+Two choices the paper leaves open, made for fast convergence on small data: the pooled
+vector is standardised per feature with batch statistics before the MLP (`input_norm:
+batch`, a BatchNorm without affine parameters; mean-pooled SSL features share a large
+common component that otherwise slows the head down), and the freshly initialised head may
+learn faster than the pretrained upstream (`lr_scale`: its learning rate is the schedule's
+times this factor).
 """
 from __future__ import annotations
 
@@ -12,10 +19,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from sprune.data.dataset import AudioDataset, collate_audio
+from sprune.errors import UserError
 from sprune.tasks.amsoftmax import AMSoftmax
+from sprune.train import param_groups
 
 
 @dataclass
@@ -28,6 +38,33 @@ class IntentHeadConfig:
     scale: float = 30.0          # AM-Softmax s
     margin: float = 0.35         # AM-Softmax m
     layer: int = -1              # which hidden state to pool (-1: last layer)
+    input_norm: str = "batch"    # standardise the pooled vector: batch | none
+    lr_scale: float = 1.0        # head learning rate = the schedule's x lr_scale
+
+    def __post_init__(self) -> None:
+        if self.input_norm not in INPUT_NORMS:
+            raise UserError(f"head.input_norm: unknown value '{self.input_norm}'; use one of "
+                            f"{', '.join(INPUT_NORMS)}")
+        if not self.lr_scale > 0:
+            raise UserError(f"head.lr_scale: {self.lr_scale} must be positive")
+
+
+INPUT_NORMS = ("batch", "none")
+
+
+class PooledStandardizer(nn.BatchNorm1d):
+    """Per-feature standardisation of pooled vectors [B, D] -> [B, D] (no affine scale or
+    shift): batch statistics in training, running ones in evaluation and for a training
+    batch of one utterance (whose statistics are undefined)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, training=False,
+                                eps=self.eps)
+        return super().forward(x)
 
 
 def masked_mean(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -50,6 +87,8 @@ class IntentClassifier(nn.Module):
         config = config or IntentHeadConfig()
         self.config = config
         self.upstream = upstream
+        self.input_norm = (PooledStandardizer(embed_dim_in) if config.input_norm == "batch"
+                           else nn.Identity())
         self.mlp = nn.Sequential(
             nn.Linear(embed_dim_in, config.hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.hidden_dim, config.embed_dim))
@@ -59,7 +98,16 @@ class IntentClassifier(nn.Module):
         """Utterance embeddings [B, embed_dim]."""
         out = self.upstream(wavs, lengths)
         pooled = masked_mean(out.hidden_states[self.config.layer], out.lengths)
-        return self.mlp(pooled)
+        return self.mlp(self.input_norm(pooled))
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The Trainer's AdamW groups: the upstream's at the scheduled learning rate, the
+        head's (MLP and AM-Softmax weights) at `lr_scale` times it."""
+        head = [module for name, module in self.named_children() if name != "upstream"]
+        groups = param_groups(self.upstream, weight_decay)
+        for group in param_groups(nn.ModuleList(head), weight_decay):
+            groups.append({**group, "lr_scale": self.config.lr_scale})
+        return [group for group in groups if group["params"]]
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         loss, cos = self.classifier(self.embed(batch["wavs"], batch["lengths"]), batch["intent"])
