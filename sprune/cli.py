@@ -22,7 +22,7 @@ from sprune.errors import EXIT_USER_ERROR, UserError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("sprune.bin.data", "validate, subset, combine and filter Kaldi data dirs"),
     "synth": ("sprune.bin.synth", "speak the offline multilingual intent corpus with espeak-ng"),
-    "prep": ("sprune.bin.prep", "build Kaldi data dirs from real corpora (MINDS-14, LibriSpeech)"),
+    "prep": ("sprune.bin.prep", "Kaldi data dirs from MINDS-14, LibriSpeech, Common Voice"),
     "prune": ("sprune.bin.prune", "fine-tune a task model with a pruning method (or dense)"),
     "evaluate": ("sprune.bin.evaluate", "evaluate a finished run folder on a data dir"),
     "results": ("sprune.bin.results", "collect runs into RESULTS.md, a CSV and a PNG plot"),

@@ -12,10 +12,14 @@
   sprune prep librilight --root DIR --which 1h --out data
       Libri-light fine-tuning sets -> data/train_10min | train_1h | train_10h
       (10min is fold --fold of 1h/; other folds are written to train_10min_fold<k>).
+  sprune prep commonvoice --root DIR --langs nl,fr --out data [--train-hours 1]
+      Common Voice locales -> data/<locale>/{train,dev,test} (the release's speaker-disjoint
+      splits; MP3 clips decoded and resampled once to 16 kHz WAVs in data/audio/<locale>/).
 
 --root is the folder holding the corpus as distributed (MInDS-14.zip or MInDS-14/,
 LibriSpeech/, librispeech_finetuning/). --download fetches it first (Hugging Face Hub
 PolyAI/minds14, openslr.org/12, dl.fbaipublicfiles.com/librilight) into --download-dir.
+Common Voice has no --download: its releases need a sign-in at commonvoice.mozilla.org.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from sprune.errors import UserError
 
-HELP = "build Kaldi data dirs from real corpora (MINDS-14, LibriSpeech, Libri-light)"
+HELP = "build Kaldi data dirs from real corpora (MINDS-14, LibriSpeech, Libri-light, Common Voice)"
 
 
 def _add_source(parser: argparse.ArgumentParser, corpus: str) -> None:
@@ -64,6 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     light.add_argument("--fold", type=int, default=0,
                        help="which 1h/<fold> is the 10 min set, 0..5 (default: 0)")
 
+    cv = corpora.add_parser("commonvoice", help="Common Voice locales (paper 001 H2L / CSR)",
+                            description="Common Voice -> <out>/<locale>/{train,dev,test}")
+    cv.add_argument("--root", type=Path, required=True,
+                    help="release folder holding <locale>/{train,dev,test}.tsv and clips/")
+    cv.add_argument("--langs", required=True, help="comma-separated locales, e.g. nl,sv-SE")
+    cv.add_argument("--splits", default="train,dev,test",
+                    help="comma-separated splits (default: train,dev,test)")
+    cv.add_argument("--train-hours", type=float, default=None, metavar="H",
+                    help="keep a random subset of the training clips of at most H hours "
+                         "(paper 001: 1); default: all")
+    cv.add_argument("--seed", type=int, default=0, help="seed of --train-hours (default: 0)")
+    cv.add_argument("--out", type=Path, default=Path("data"),
+                    help="output folder for the data dirs (default: data)")
+
 
 def librilight_dir_name(which: str, fold: int) -> str:
     """Data dir name of a Libri-light set: train_10min, train_1h, ... (non-zero 10 min folds
@@ -72,16 +90,23 @@ def librilight_dir_name(which: str, fold: int) -> str:
     return f"{name}_fold{fold}" if which == "10min" and fold else name
 
 
-def _split_list(value: str) -> list[str]:
+def _split_list(value: str, option: str = "--splits",
+                example: str = "test-clean,test-other") -> list[str]:
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not items:
-        raise UserError("--splits is empty; give e.g. --splits test-clean,test-other")
+        raise UserError(f"{option} is empty; give e.g. {option} {example}")
     return items
 
 
 def run(args: argparse.Namespace) -> int:
-    from sprune.data import librispeech, minds14
+    from sprune.data import commonvoice, librispeech, minds14
 
+    if args.corpus == "commonvoice":
+        splits = _split_list(args.splits, example="train,dev,test")
+        for locale in _split_list(args.langs, "--langs", "nl,sv-SE"):
+            commonvoice.prepare_commonvoice(args.root, args.out, locale, splits,
+                                            args.train_hours, args.seed)
+        return 0
     download_dir = args.download_dir or args.out / "downloads"
     if args.corpus == "minds14":
         minds14.subset_languages(args.subset)  # fail on a bad subset before any download

@@ -12,6 +12,8 @@ import os
 import re
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 import soundfile
@@ -129,3 +131,38 @@ def resample(wav: np.ndarray, rate_in: int, rate_out: int = SAMPLE_RATE) -> np.n
 def write_wav(path: str | os.PathLike, wav: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """Write float samples [T] as 16-bit PCM WAV (clipped to [-1, 1])."""
     soundfile.write(str(path), np.clip(wav, -1.0, 1.0), rate, subtype="PCM_16")
+
+
+def load_resampled(entry: str) -> np.ndarray:
+    """Any audio soundfile reads (WAV, FLAC, MP3, ...) as 16 kHz mono float32 [T]: channels
+    averaged, then resampled."""
+    wav, rate = read_audio(entry)
+    if wav.ndim == 2:
+        wav = wav.mean(axis=1)
+    return resample(wav, rate, SAMPLE_RATE)
+
+
+def convert_audio_dir(sources: Mapping[str, str | os.PathLike], audio_dir: str | os.PathLike,
+                      log: Callable[[str], None] = print, what: str = "recordings"
+                      ) -> dict[str, Path]:
+    """Write each source (utt id -> audio file) as `<audio_dir>/<utt>.wav`, 16 kHz mono 16-bit,
+    for corpora whose audio is not: prep converts once, training never resamples.
+
+    The folder is written atomically with a MANIFEST of its utterance ids and reused as is
+    when that manifest matches. Returns utt id -> absolute wav path.
+    """
+    from sprune.io import atomic_dir
+
+    audio_dir = Path(audio_dir)
+    paths = {utt: (audio_dir / f"{utt}.wav").resolve() for utt in sources}
+    manifest = "".join(f"{utt}\n" for utt in sorted(paths))
+    if (audio_dir / "MANIFEST").is_file() and (audio_dir / "MANIFEST").read_text() == manifest:
+        log(f"reusing {len(paths)} converted {what} in {audio_dir}")
+        return paths
+    with atomic_dir(audio_dir) as tmp:
+        for count, (utt, source) in enumerate(sources.items(), start=1):
+            write_wav(tmp / f"{utt}.wav", load_resampled(str(source)))
+            if count % 200 == 0 or count == len(sources):
+                log(f"  {audio_dir.name}: converted {count}/{len(sources)} {what} to 16 kHz WAV")
+        (tmp / "MANIFEST").write_text(manifest)
+    return paths

@@ -42,9 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from sprune.data.audio import SAMPLE_RATE, read_audio, resample, write_wav
+from sprune.data.audio import convert_audio_dir
 from sprune.data.datadir import DataDir
 from sprune.errors import UserError
 from sprune.io import atomic_dir
@@ -326,33 +324,11 @@ def speaker_disjoint_split(utt2spk: dict[str, str], utt2stratum: dict[str, str],
 
 # ----------------------------------------------------------------------------- writing
 
-def _load_source_audio(path: Path) -> np.ndarray:
-    """16 kHz mono float32 [T] from a MINDS-14 source wav (8 kHz; channels averaged)."""
-    wav, rate = read_audio(str(path))
-    if wav.ndim == 2:
-        wav = wav.mean(axis=1)
-    return resample(wav, rate, SAMPLE_RATE)
-
-
 def write_language_audio(utts: list[Minds14Utterance], audio_dir: Path,
                          log: Log = _print) -> dict[str, Path]:
-    """Resample the recordings of one language to 16 kHz 16-bit WAVs in `audio_dir`.
-
-    The folder is written atomically with a MANIFEST of its utterance ids, and reused as is
-    when that manifest matches `utts`. Returns utt id -> wav path.
-    """
-    paths = {u.utt_id: (audio_dir / f"{u.utt_id}.wav").resolve() for u in utts}
-    manifest = "".join(f"{utt}\n" for utt in sorted(paths))
-    if (audio_dir / "MANIFEST").is_file() and (audio_dir / "MANIFEST").read_text() == manifest:
-        log(f"reusing {len(paths)} resampled recordings in {audio_dir}")
-        return paths
-    with atomic_dir(audio_dir) as tmp:
-        for count, utt in enumerate(utts, start=1):
-            write_wav(tmp / f"{utt.utt_id}.wav", _load_source_audio(utt.audio))
-            if count % 200 == 0 or count == len(utts):
-                log(f"  {audio_dir.name}: resampled {count}/{len(utts)} recordings to 16 kHz")
-        (tmp / "MANIFEST").write_text(manifest)
-    return paths
+    """Resample the 8 kHz recordings of one language to 16 kHz 16-bit WAVs in `audio_dir`
+    (once: a folder whose MANIFEST matches `utts` is reused). Returns utt id -> wav path."""
+    return convert_audio_dir({u.utt_id: u.audio for u in utts}, audio_dir, log)
 
 
 def prepare_minds14(root: str | os.PathLike, out_dir: str | os.PathLike, subset: str = "en-US",
