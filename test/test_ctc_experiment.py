@@ -211,3 +211,15 @@ def test_bad_input_is_one_line_and_exit_2(workspace, cli, tmp_path, case, messag
                "--dev", args["dev"], "--out", tmp_path / "run")
     assert_one_line_error(done, message)
     assert not (tmp_path / "run" / "outcome.json").exists()
+
+
+def test_evaluate_on_an_empty_decoding_set_is_one_line(workspace, cli, tmp_path):
+    root = workspace
+    if not (root / "exp" / "dense" / "final").is_dir():
+        assert cli(*prune_args(root, "dense", "dense")).returncode == 0
+    (tmp_path / "empty").mkdir()
+    for name in ("wav.scp", "utt2spk", "text"):
+        (tmp_path / "empty" / name).write_text("")
+    done = cli("evaluate", root / "exp" / "dense", "--data", tmp_path / "empty")
+    assert_one_line_error(done, "no utterances to evaluate")
+    assert not (root / "exp" / "dense" / "eval_empty.json").exists()
