@@ -2,7 +2,8 @@
 
 Each upstream runs once over --train, --dev and --test (frozen: no gradients); small heads
 on a learned weighted sum of all its hidden states (as SUPERB) are trained from the same seed:
-intent (mean pooling + linear; accuracy) and ctc (BiLSTM + CTC over characters; WER, CER).
+intent (mean pooling + linear; accuracy) and ctc (2 conv layers + CTC over characters;
+WER, CER).
 --upstream NAME=SPEC takes any upstream spec; --masked NAME=DIR takes a structured-pruning
 masks dir (or run folder) and evaluates the full-size student under its deterministic 0/1
 masks. --same A,B checks that two rows are the same model: the largest difference of their
@@ -41,8 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"{', '.join(TASKS)} (default: %(default)s)")
     parser.add_argument("--same", action="append", default=[], metavar="A,B",
                         help="check that rows A and B compute the same hidden states")
-    parser.add_argument("--intent-epochs", type=int, default=100, metavar="N")
-    parser.add_argument("--ctc-epochs", type=int, default=30, metavar="N")
+    parser.add_argument("--intent-epochs", type=int, default=100, metavar="N",
+                        help="epochs of the intent head (default: %(default)s)")
+    parser.add_argument("--ctc-epochs", type=int, default=25, metavar="N",
+                        help="epochs of the CTC head (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every head")
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="CPU threads for torch (default 0: torch's choice)")
@@ -152,8 +155,10 @@ def run(args: argparse.Namespace) -> int:
     from sprune.data.tokenizer import build_tokenizer
     from sprune.errors import UserError
     from sprune.io import atomic_write_text
-    from sprune.superb.frozen import (HeadConfig, extract_features, max_difference,
-                                      train_ctc, train_intent)
+    from dataclasses import replace
+
+    from sprune.superb.frozen import (CTC_HEAD, INTENT_HEAD, extract_features,
+                                      max_difference, train_ctc, train_intent)
 
     rows_spec, tasks, same = _parse(args)
     if args.threads:
@@ -177,10 +182,12 @@ def run(args: argparse.Namespace) -> int:
                "scope_sparsity": sparsity}
         if "intent" in tasks:
             row.update(train_intent(features["train"], features["dev"], features["test"],
-                                    HeadConfig(epochs=args.intent_epochs, seed=args.seed)))
+                                    replace(INTENT_HEAD, epochs=args.intent_epochs,
+                                            seed=args.seed)))
         if "ctc" in tasks:
             row.update(train_ctc(features["train"], features["dev"], features["test"],
-                                 tokenizer, HeadConfig(epochs=args.ctc_epochs, seed=args.seed)))
+                                 tokenizer, replace(CTC_HEAD, epochs=args.ctc_epochs,
+                                                    seed=args.seed)))
         row["seconds"] = round(time.time() - start, 1)
         rows.append(row)
         if any(name in pair for pair in same):
@@ -192,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
     by_name = {row["name"]: row for row in rows}
     for a, b in same:
         diff = max_difference(test_features[a], test_features[b])
-        keys = [k for k in by_name[a] if k.startswith(("intent_", "ctc_"))]
+        keys = [k for k in by_name[a] if k.endswith(("_acc", "_cer", "_wer"))]
         identical = all(by_name[a][k] == by_name[b].get(k) for k in keys)
         ok = diff <= SAME_TOLERANCE
         failed |= not ok
