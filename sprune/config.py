@@ -13,6 +13,8 @@ raises `UserError` naming the file and the dotted key, and listing the keys that
 """
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import os
 import types
@@ -42,6 +44,15 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
     return data
+
+
+def _float_from_yaml_string(value: str, where: str) -> float:
+    """YAML 1.1 (PyYAML) reads `1e-3` as a string (it wants `1.0e-3`); accept what Python
+    reads as a float so a learning rate can be written the usual way."""
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"{where}: expected a number, got {value!r}") from None
 
 
 def _check_value(value: Any, hint: Any, where: str) -> Any:
@@ -92,8 +103,12 @@ def _check_value(value: Any, hint: Any, where: str) -> Any:
             raise UserError(f"{where}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            value = _float_from_yaml_string(value, where)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

@@ -37,11 +37,18 @@ def test_nested_values_and_overrides(tmp_path):
     assert cfg == Outer(mode="b", rate=1.0, inner=Inner(size=7, names=["x"]), tag="hello")
 
 
+def test_exponent_without_a_dot_is_a_number(tmp_path):
+    # PyYAML reads `1e-3` as a string; a float field takes it (from the file and from --set).
+    assert load_config(Outer, write(tmp_path, "rate: 1e-3\n")).rate == 1e-3
+    assert load_config(Outer, write(tmp_path, ""), overrides=["rate=2e-4"]).rate == 2e-4
+
+
 @pytest.mark.parametrize("text, message", [
     ("rat: 1\n", "unknown key 'rat'"),
     ("inner: {sise: 1}\n", "unknown key 'sise'"),
     ("mode: c\n", "'c' is not one of"),
     ("rate: fast\n", "rate: expected a number"),
+    ("rate: .nan\n", "rate: expected a finite number"),
     ("inner: {size: 1.5}\n", "inner.size: expected an integer"),
     ("- a\n", "expected a mapping"),
     ("a: [\n", "invalid YAML"),
