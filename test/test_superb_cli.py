@@ -40,6 +40,32 @@ def test_export_loads_the_shrunk_upstream_through_s3prl(tmp_path, cli):
         "config.json", "model.safetensors"]
     bad = cli("superb", "export", "--upstream", tmp_path / "nope", "--out", tmp_path / "x")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    # The SUPERB stage's first check: s3prl's problem classes need pandas.
+    try:
+        import pandas  # noqa: F401
+        has_pandas = True
+    except ModuleNotFoundError:
+        has_pandas = False
+    check = cli("superb", "check")
+    if not has_pandas:
+        assert check.returncode == 2 and "need the Python module 'pandas'" in check.stderr
+        assert "pip install pandas pytz" in check.stderr
+        return
+    assert check.returncode == 0, check.stderr
+    # What the recipe's SUPERB stage does first: s3prl's problem class builds the upstream
+    # by name and its featurizer (the learned weighted sum) with the ASR task's defaults.
+    from s3prl.problem import SuperbASR
+
+    problem = SuperbASR()
+    defaults = problem.default_config()
+    upstream = problem.build_upstream({"name": "sprune",
+                                       "path_or_url": str(tmp_path / "s3prl" / "upstream")})
+    featurizer = problem.build_featurizer(defaults["build_featurizer"], upstream)
+    assert defaults["build_model"]["upstream_trainable"] is False
+    wavs, lengths = torch.randn(1, 8000), torch.tensor([8000])
+    hidden, hidden_lengths = upstream(wavs, lengths)
+    features, _ = featurizer(hidden, hidden_lengths)
+    assert features.shape[-1] == featurizer.output_size == 32
 
 
 def test_command_runs_the_s3prl_problem_through_the_bridge(cli):

@@ -4,6 +4,8 @@
       copies the upstream dir to OUT/upstream, loads it as s3prl upstream 'sprune' through
       S3PRLUpstream + Featurizer (the learned weighted sum of layers) on random audio and
       writes OUT/export.json (layers, sizes, downsample rate, featurizer output shape)
+  sprune superb check
+      checks that s3prl's SUPERB problem classes import (s3prl 0.4.18 needs pandas there)
   sprune superb command --task ASR --upstream DIR --root /data/LibriSpeech --out DIR
       prints the s3prl command line of one SUPERB task (frozen upstream, weighted sum)
   sprune superb collect --row dense=exp/superb/dense --row pruned=exp/superb/pruned \\
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export = sub.add_parser("export", help="copy an upstream dir and load it through s3prl")
     export.add_argument("--upstream", required=True, help="sprune upstream dir (shrunk)")
     export.add_argument("--out", required=True, help="export folder")
+    sub.add_parser("check", help="check that s3prl's SUPERB problem classes import")
     command = sub.add_parser("command", help="print the s3prl command of one SUPERB task")
     command.add_argument("--task", required=True, choices=sorted(PROBLEMS))
     command.add_argument("--upstream", required=True, help="sprune upstream dir")
@@ -56,7 +59,16 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"export": _export, "command": _command, "collect": _collect}[args.action](args)
+    return {"export": _export, "command": _command, "collect": _collect,
+            "check": _check}[args.action](args)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from sprune.superb.s3prl_tasks import check_problems
+
+    check_problems()
+    print("s3prl's SUPERB problem classes import")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -34,6 +34,9 @@ RESULT_KEYS = {"PR": {"per": "PR"}, "ASR": {"wer": "ASR"}, "KS": {"accuracy": "K
                "SV": {"EER": "SV"}, "SD": {"der": "SD"},
                "SF": {"slot_type_f1": "SF_F1", "slot_value_cer": "SF_CER"}}
 RESULT_FILE = "result.yaml"
+# What `import s3prl.problem` needed beside sprune's pinned stack (checked one by one).
+EXTRA_PACKAGES = ("pandas", "pytz", "tzdata", "tensorboard", "absl-py", "sed_eval",
+                  "dcase_util", "six", "future", "validators")
 
 
 def result_files(task_dir: str | os.PathLike) -> list[Path]:
@@ -71,6 +74,22 @@ def collect_results(row_dir: str | os.PathLike, tasks: list[str] | None = None
     for task in found:
         metrics.update(read_task_result(task, row_dir / task))
     return metrics
+
+
+def check_problems() -> None:
+    """Import s3prl's problem classes (torchaudio shim first); a missing module they need is
+    a `UserError` naming it. s3prl 0.4.18's `s3prl.problem` imports every task at package
+    import, HEAR ones included; beside sprune's venv it needed (found one at a time) the
+    packages in `EXTRA_PACKAGES`."""
+    from sprune.upstream.s3prl_bridge import install_torchaudio_shim
+
+    install_torchaudio_shim()
+    try:
+        import s3prl.problem  # noqa: F401
+    except ModuleNotFoundError as err:
+        raise UserError(f"s3prl's SUPERB problem classes need the Python module '{err.name}', "
+                        f"which is not installed; install: pip install "
+                        f"{' '.join(EXTRA_PACKAGES)}") from None
 
 
 def check_export(upstream_dir: str | os.PathLike, seconds: float = 1.0) -> dict[str, Any]:

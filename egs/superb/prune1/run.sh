@@ -116,6 +116,7 @@ root_of() {  # the dataset root given for task $1 in --superb-roots, or nothing
 }
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  sprune superb check   # s3prl's problem classes need packages beyond the venv (it names them)
   rows="pruned=$exp/s3prl/upstream"
   if [ "$superb_dense" = true ]; then
     need_upstream 5
