@@ -13,7 +13,11 @@ construction. As in SUPERB, each head reads a learned weighted sum of all hidden
 
 Each head is trained from the same seed for a fixed number of epochs; the epoch with the
 best dev metric is kept and scored on test. Same features give the same numbers: this is
-how the recipe checks that a masked upstream and its shrunk copy are interchangeable.
+how the recipe checks that a masked upstream and its shrunk copy are interchangeable. Their
+float32 hidden states differ by ~1e-6 (other summation orders), which training a head for
+many epochs can amplify into other error rates, so features are extracted with the upstream
+in float64 by default and then stored in float32: a masked and a shrunk upstream then give
+the same float32 features, and the same numbers.
 """
 from __future__ import annotations
 
@@ -52,14 +56,16 @@ class Features:
 @torch.no_grad()
 def extract_features(upstream: UpstreamFn, dataset: AudioDataset, batch_size: int = 8
                      ) -> Features:
-    """Run the (eval-mode) upstream over `dataset`, batching utterances of similar length."""
+    """Run the (eval-mode) upstream over `dataset`, batching utterances of similar length.
+    The wavs take the upstream's dtype; the features are kept in float32."""
+    dtype = next(upstream.parameters()).dtype  # type: ignore[attr-defined]
     lengths = [len(dataset[i]["wav"]) for i in range(len(dataset))]
     order = sorted(range(len(dataset)), key=lambda i: (lengths[i], i))
     frames: list[Tensor | None] = [None] * len(dataset)
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
         batch = collate_audio([dataset[i] for i in indices])
-        out = upstream(batch["wavs"], batch["lengths"])
+        out = upstream(batch["wavs"].to(dtype), batch["lengths"])
         stacked = torch.stack(list(out.hidden_states), dim=1).float()   # [B, L + 1, T', D]
         for row, index in enumerate(indices):
             frames[index] = stacked[row, :, :int(out.lengths[row])].clone()
