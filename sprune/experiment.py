@@ -237,7 +237,8 @@ class IntentExperiment(Experiment):
         return evaluate_intents(model, dataset or self.dev_set, self.config.eval_batch_size)
 
     def dataset(self, data_dir: str | os.PathLike) -> AudioDataset:
-        return AudioDataset(DataDir.load(data_dir), self.intents, preload=False)
+        return AudioDataset(DataDir.load(data_dir), self.intents,
+                            preload=self.config.preload_audio)
 
 
 class CTCExperiment(Experiment):

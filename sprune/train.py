@@ -60,6 +60,7 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     metric: str = "accuracy"        # evaluation metric that picks the best checkpoint
     metric_mode: Literal["max", "min"] = "max"
+    bucket_by_length: bool = True   # batches of similar-length utterances (less padding)
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "eval_every", "save_every", "log_every"):
@@ -102,13 +103,21 @@ class EpochBatchSampler(Sampler[list[int]]):
     """Batches of a seeded permutation per epoch, restartable at any batch.
 
     The order depends only on (seed, epoch), so a resumed run sees the same batches.
-    Shards by `rank` / `world_size` for DistributedDataParallel.
+    Shards by `rank` / `world_size` for DistributedDataParallel. With `lengths` (one per
+    example), each run of `bucket_batches` consecutive batches of the permutation is sorted
+    by length before it is cut into batches, and the batches are then shuffled: batches
+    hold utterances of similar length (less padding, the usual bucketing of speech
+    toolkits) while their order and make-up still change every epoch.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, lengths: Sequence[int] | None = None,
+                 bucket_batches: int = 16) -> None:
+        if lengths is not None and len(lengths) != n:
+            raise ValueError(f"{len(lengths)} lengths for {n} examples")
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.rank, self.world_size = rank, world_size
+        self.lengths, self.bucket_batches = lengths, bucket_batches
         self.epoch, self.start_batch = 0, 0
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
@@ -120,15 +129,25 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return self.batches_per_epoch() - self.start_batch
 
-    def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-            order = torch.randperm(self.n, generator=gen).tolist()
-        else:
-            order = list(range(self.n))
+    def epoch_batches(self) -> list[list[int]]:
+        """Every batch of the current epoch for this rank, in order."""
+        gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(self.n, generator=gen).tolist() if self.shuffle else list(range(self.n))
         order = order[self.rank::self.world_size]
-        for b in range(self.start_batch, self.batches_per_epoch()):
-            yield order[b * self.batch_size:(b + 1) * self.batch_size]
+        size = self.batch_size
+        if self.lengths is None:
+            return [order[b * size:(b + 1) * size] for b in range(self.batches_per_epoch())]
+        chunk = size * self.bucket_batches
+        batches = []
+        for start in range(0, len(order), chunk):
+            bucket = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
+            batches += [bucket[b:b + size] for b in range(0, len(bucket), size)]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.epoch_batches()[self.start_batch:]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -230,7 +249,9 @@ class Trainer:
         self.collate_fn = collate_fn
         self.evaluate_fn = evaluate
         self.callbacks = list(callbacks)
-        self.sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed)
+        lengths = getattr(train_set, "lengths", None) if config.bucket_by_length else None
+        self.sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed,
+                                         lengths=lengths() if callable(lengths) else None)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         self.max_steps = planned_steps(config, len(train_set))
         self.warmup_steps = int(config.warmup_ratio * self.max_steps)

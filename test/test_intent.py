@@ -74,6 +74,14 @@ def test_dataset_collate_and_evaluation(tmp_path, make_data_dir):
     metrics = evaluate_intents(model, ds, batch_size=4)
     assert set(metrics) == {"accuracy", "accuracy/en-US", "accuracy/fr-FR"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
+    # Evaluation batches are length-sorted: every utterance once, one length per batch here.
+    batches = ds.length_sorted_batches(3)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert [sorted({lengths[i] for i in b}) for b in batches] == [[1600], [3200]]
+    model.eval()
+    one_by_one = [int(model.predict(it["wav"][None], torch.tensor([len(it["wav"])]))[0] ==
+                      it["intent"]) for it in items]
+    assert metrics["accuracy"] == pytest.approx(sum(one_by_one) / 6)
 
 
 def test_unknown_intent_and_short_audio_are_user_errors(tmp_path, make_data_dir):

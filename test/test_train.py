@@ -167,3 +167,28 @@ def test_state_tree_round_trip(tmp_path):
 def test_train_config_rejects_values_the_loop_cannot_use(key, value):
     with pytest.raises(UserError, match=f"train.{key}"):
         TrainConfig(**{key: value})
+
+
+def test_length_buckets_cover_every_example_once_and_cut_padding():
+    lengths = [int(x) for x in torch.randint(1000, 60000, (203,), generator=torch.Generator().manual_seed(1))]
+    plain = EpochBatchSampler(203, 8, seed=3)
+    bucketed = EpochBatchSampler(203, 8, seed=3, lengths=lengths, bucket_batches=4)
+    for epoch in (0, 1):
+        plain.set_position(epoch)
+        bucketed.set_position(epoch)
+        batches = list(bucketed)
+        assert len(batches) == bucketed.batches_per_epoch() == len(list(plain))
+        assert sorted(i for b in batches for i in b) == list(range(203))
+
+        def padding(bs):
+            return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b)
+                       for b in bs)
+        assert padding(batches) < 0.5 * padding(list(plain))
+    bucketed.set_position(0)
+    first = list(bucketed)
+    bucketed.set_position(1)
+    assert list(bucketed) != first                      # a new make-up every epoch
+    bucketed.set_position(1, start_batch=5)
+    again = EpochBatchSampler(203, 8, seed=3, lengths=lengths, bucket_batches=4)
+    again.set_position(1)
+    assert list(bucketed) == list(again)[5:]            # restartable mid-epoch

@@ -57,6 +57,20 @@ class AudioDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
+    def lengths(self) -> list[int] | None:
+        """Samples per utterance when the audio is preloaded (else None: unknown without
+        reading every file). The Trainer buckets batches by these."""
+        return None if self._cache is None else [len(wav) for wav in self._cache]
+
+    def length_sorted_batches(self, batch_size: int) -> list[list[int]]:
+        """Index batches of similar-length utterances (shortest first) for evaluation, so
+        little compute goes into padding; every utterance appears once. Without preloaded
+        audio: batches in utterance order."""
+        lengths = self.lengths()
+        order = (sorted(range(len(self)), key=lambda i: lengths[i]) if lengths is not None
+                 else list(range(len(self))))
+        return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         utt = self.utts[i]
         wav = self._cache[i] if self._cache is not None else self._read(utt)

@@ -128,7 +128,8 @@ def evaluate_intents(model: IntentClassifier, dataset: AudioDataset, batch_size:
     model.eval()
     correct: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_audio)
+    loader = DataLoader(dataset, batch_sampler=dataset.length_sorted_batches(batch_size),
+                        collate_fn=collate_audio)
     for batch in loader:
         pred = model.predict(batch["wavs"].to(device), batch["lengths"].to(device)).cpu()
         hits = (pred == batch["intent"]).tolist()
