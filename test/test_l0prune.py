@@ -132,7 +132,7 @@ def test_bad_input_is_one_line_and_exit_2(setup, cli):
     assert "unknown key 'epoch'" in one_line_error(
         cli("l0prune", "--config", conf, "--set", "train.epoch=3", "--train", train,
             "--out", out))
-    assert "at least one update" in one_line_error(
+    assert "max_steps: 0 must be >= 1" in one_line_error(
         cli("l0prune", "--config", conf, "--set", "train.max_steps=0", "--train", train,
             "--out", out))
     # conv channels of a frozen conv encoder cannot be gated.

@@ -82,9 +82,6 @@ def load_l0prune_config(path: str | os.PathLike, overrides: Sequence[str] = (),
         config.upstream = upstream
     if not config.upstream:
         raise UserError(f"{where}: no upstream: set `upstream:` or pass --upstream")
-    if config.train.max_steps is not None and config.train.max_steps < 1:
-        raise UserError(f"{where}: train.max_steps is {config.train.max_steps}; structured "
-                        "pruning needs at least one update")
     if config.max_seconds is not None and config.max_seconds < 0.1:
         raise UserError(f"{where}: max_seconds {config.max_seconds} is shorter than the "
                         "model's receptive field; use at least 0.1 or null")
