@@ -15,12 +15,7 @@ from sprune.superb.frozen import WeightedLayerSum
 from sprune.upstream import UpstreamModel, save_upstream, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_weighted_layer_sum_starts_as_the_mean_and_learns_weights():

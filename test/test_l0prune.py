@@ -11,12 +11,7 @@ from sprune.structured.mask_store import load_masks
 from sprune.upstream import UpstreamModel, load_upstream, save_upstream, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
