@@ -5,7 +5,8 @@
       S3PRLUpstream + Featurizer (the learned weighted sum of layers) on random audio and
       writes OUT/export.json (layers, sizes, downsample rate, featurizer output shape)
   sprune superb check
-      checks that s3prl's SUPERB problem classes import (s3prl 0.4.18 needs pandas there)
+      checks that s3prl's SUPERB problem classes import (s3prl 0.4.18 needs packages the
+      venv lacks, e.g. pandas and tensorboard; the error names them)
   sprune superb command --task ASR --upstream DIR --root /data/LibriSpeech --out DIR
       prints the s3prl command line of one SUPERB task (frozen upstream, weighted sum)
   sprune superb collect --row dense=exp/superb/dense --row pruned=exp/superb/pruned \\
