@@ -23,8 +23,9 @@
 #
 # exp/tiny_hubert_en/<lang>/<method>_s<S>/ holds the LSR (en-US) and H2L runs,
 # exp/tiny_hubert_en/{transfer,joint}/ stages 3-4, exp/tiny_hubert_all/<lang>/ the CSR runs.
-# The defaults are sized for about 30 minutes on 2 CPU cores (3 languages, 3 sparsities,
-# 120 updates per fine-tuning); for a fuller study e.g.
+# The defaults are a small study (3 languages, 3 sparsities, 120 updates per fine-tuning):
+# about 72 fine-tunings of ~78 CPU-s each (README: measured pieces), ~47 min on 2 idle cores;
+# --sparsities "0.5 0.7" or --transfer-targets fr-FR make it shorter. A fuller study, e.g.
 #   ./run.sh --langs en-US,fr-FR,de-DE,nl-NL,es-ES --curve-langs "en-US fr-FR nl-NL" \
 #            --sparsities "0.1 0.3 0.5 0.7 0.9" --prune-opts "--set train.max_steps=1000" --tag full
 set -euo pipefail
@@ -184,8 +185,7 @@ if run_stage 6; then
   for name in tiny_hubert_en tiny_hubert_all; do
     [ -d "$exp/$name" ] || continue
     log "stage 6: sprune analyze $exp/$name"
-    sprune analyze "$exp/$name" --split test --metric "$metric" \
-      --iou-sparsity "$transfer_sparsity" --title "$name" > /dev/null
+    sprune analyze "$exp/$name" --split test --metric "$metric" --title "$name" > /dev/null
     # one level down, and links relative to exp/
     sed -e 's/^#/##/' -e "s#](\([A-Za-z0-9_.-]*\.\(png\|csv\)\))#]($name/analysis/\1)#g" \
       "$exp/$name/analysis/ANALYSIS.md" >> "$exp/RESULTS.md.tmp"
