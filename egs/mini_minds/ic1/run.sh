@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline spoken-intent recipe: the synthetic MINDS-14-like corpus (espeak-ng speech), the
 # shipped tiny pretrained HuBERT, and every unstructured pruning method of papers 000 and 001.
-# `make demo` runs it at demo scale (2 languages, 2 epochs, one sparsity); pass e.g.
+# `make demo` runs it at demo scale (en-US + en-GB, 2 epochs, one sparsity); pass e.g.
 #   --local-data-opts "--langs all" --sparsities "0.3 0.5 0.7 0.9" --prune-opts "--set train.epochs=10"
 # for a fuller study. Stages and options: ./run.sh --help (the stages live in ic.sh).
 set -euo pipefail
@@ -11,5 +11,5 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
   --finetune-config conf/finetune.yaml \
   --methods "rp mpi omp imp parp parp-p" \
   --sparsities "0.5" \
-  --local-data-opts "--langs en-US,fr-FR --seed 0" \
+  --local-data-opts "--langs en-US,en-GB --seed 0" \
   "$@"
