@@ -132,15 +132,3 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def one_torch_thread():
-    """torch on one CPU thread for the test (tiny models run faster so, and the cores are
-    shared); restores the previous count. Use with `pytest.mark.usefixtures`."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -22,12 +22,7 @@ from sprune.train import TrainConfig, Trainer
 from sprune.upstream import UpstreamModel, tiny_config
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models run faster on one thread, and the cores are shared
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(family: str = "wav2vec2", **kwargs) -> UpstreamModel:
