@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from sprune.errors import UserError
-from sprune.io import atomic_path, atomic_write_text
+from sprune.io import atomic_path, atomic_write_text, read_json_object
 from sprune.prune.mask import MASK_FILE, Mask
 from sprune.report import DEFAULT_METRICS, METHOD_ORDER, langs_tag, lower_is_better
 
@@ -73,14 +72,7 @@ def transfer_grid(errors: Mapping[tuple[str, str], float], baselines: Mapping[st
 # ---- run folders ---------------------------------------------------------------------------
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: unreadable JSON ({err}); re-run the stage that wrote "
-                        "it") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object; re-run the stage that wrote it")
-    return data
+    return read_json_object(path, fix="re-run the stage that wrote it")
 
 
 @dataclass

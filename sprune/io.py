@@ -62,17 +62,21 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
-def read_json_object(path: str | os.PathLike) -> dict:
-    """Read a JSON file holding an object; bad JSON or another top-level type is a
-    `UserError` naming the file (and the line, for syntax errors)."""
+def read_json_object(path: str | os.PathLike, fix: str = "") -> dict:
+    """Read a JSON file holding an object; an unreadable file, bad JSON or another
+    top-level type is a `UserError` naming the file (and the line, for syntax errors),
+    followed by `fix` (e.g. "re-run the stage that wrote it") when given."""
     import json
 
     from sprune.errors import UserError
 
+    hint = f"; {fix}" if fix else ""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+        raise UserError(f"{path}:{err.lineno}: invalid JSON ({err.msg}){hint}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: unreadable ({err.strerror or err}){hint}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
+        raise UserError(f"{path}: expected a JSON object{hint}")
     return data

@@ -38,3 +38,21 @@ def test_atomic_dir_replaces_and_cleans_up(tmp_path):
         (tmp / "c").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"a": 1,\n', r"x.json:2: invalid JSON .*; re-run it$"),
+    ("[1, 2]", r"x.json: expected a JSON object; re-run it$"),
+    (None, r"x.json: unreadable .*; re-run it$"),
+])
+def test_read_json_object_names_the_file_and_the_fix(tmp_path, content, message):
+    from sprune.errors import UserError
+    from sprune.io import read_json_object
+    path = tmp_path / "x.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_json_object(path, fix="re-run it")
+    if content is None:
+        path.write_text('{"ok": true}')
+        assert read_json_object(path) == {"ok": True}
