@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +196,7 @@ def plot_metric_vs_sparsity(runs: list[RunResult], metric: str, path: Path,
     for r in runs:
         by_line.setdefault(line_label(r, settings), []).append(r)
     # Hollow markers of distinct shapes keep methods that land on the same point visible.
-    markers = iter("osD^vP<X>*" * 4)
+    markers = itertools.cycle("osD^vP<X>*")
     for label, group in by_line.items():
         points = sorted((100 * r.sparsity, 100 * r.score(split, metric)) for r in group
                         if r.score(split, metric) is not None)

@@ -73,6 +73,11 @@ def test_trains_masks_writes_the_run_folder_and_shrinks(setup, cli):
     # A finished run is not trained again.
     again = cli("l0prune", "--config", conf, "--train", train, "--out", run)
     assert again.returncode == 0 and "not training again" in again.stdout
+    # ... but a finished run with another config is refused, not reused.
+    other = cli("l0prune", "--config", conf, "--train", train, "--out", run,
+                "--set", "structured.target_sparsity=0.25")
+    assert other.returncode == 2 and "another config" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(setup, cli, monkeypatch):

@@ -115,3 +115,18 @@ def test_missing_or_wrong_results_are_user_errors(tmp_path):
         read_task_result("IC", tmp_path / "IC")
     with pytest.raises(UserError, match="unknown SUPERB task"):
         read_task_result("XX", tmp_path / "IC")
+
+
+def test_speaker_verification_reads_the_best_checkpoint_and_several_results_are_refused(tmp_path):
+    from sprune.errors import UserError
+
+    # s3prl's ASV problem: one result.yaml per checkpoint, the best in best_result.yaml.
+    for step, eer in (("step_90000", 0.30), ("step_180000", 0.05)):
+        folder = tmp_path / "SV" / "evaluate" / "test" / step
+        folder.mkdir(parents=True)
+        (folder / "result.yaml").write_text(yaml.safe_dump({"EER": eer}))
+    with pytest.raises(UserError, match="2 results"):
+        read_task_result("SV", tmp_path / "SV")
+    (tmp_path / "SV" / "evaluate" / "test" / "best_result.yaml").write_text(
+        yaml.safe_dump({"EER": 0.05}))
+    assert read_task_result("SV", tmp_path / "SV") == {"SV": pytest.approx(5.0)}

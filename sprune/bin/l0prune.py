@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--shrink {args.shrink} would hold the run folder {out}; pick another")
     if args.restart and out.exists():
         shutil.rmtree(out)
-    if finished(out):
+    if finished(out, config):
         print(f"{out}: trained before (masks/ and summary.json); not training again")
     else:
         summary = train_masks(config, args.train, args.dev, out, where=args.config,

@@ -178,9 +178,12 @@ def gap_note(report: dict[str, Any], undecided: float) -> str | None:
             "from their expected product; train longer or raise structured.mask_lr")
 
 
-def finished(out: str | os.PathLike) -> bool:
-    """True when the run folder holds its trained masks and the Trainer's summary."""
+def finished(out: str | os.PathLike, config: "L0PruneConfig | None" = None) -> bool:
+    """True when the run folder holds its trained masks and the Trainer's summary. With
+    `config`, a folder trained with another config is a `UserError` (not a reuse)."""
     out = Path(out)
+    if config is not None:
+        _check_same_config(out, yaml.safe_dump(config.to_dict(), sort_keys=False))
     return (out / RUN_MASKS_DIR / MASKS_JSON).is_file() and (out / "summary.json").is_file()
 
 

@@ -34,6 +34,7 @@ RESULT_KEYS = {"PR": {"per": "PR"}, "ASR": {"wer": "ASR"}, "KS": {"accuracy": "K
                "SV": {"EER": "SV"}, "SD": {"der": "SD"},
                "SF": {"slot_type_f1": "SF_F1", "slot_value_cer": "SF_CER"}}
 RESULT_FILE = "result.yaml"
+BEST_RESULT_FILE = "best_result.yaml"   # speaker verification: the best checkpoint's EER
 # What `import s3prl.problem` needed beside sprune's pinned stack (checked one by one).
 EXTRA_PACKAGES = ("pandas", "pytz", "tzdata", "tensorboard", "absl-py", "sed_eval",
                   "dcase_util", "six", "future", "validators")
@@ -45,15 +46,21 @@ def result_files(task_dir: str | os.PathLike) -> list[Path]:
 
 
 def read_task_result(task: str, task_dir: str | os.PathLike) -> dict[str, float]:
-    """Metrics (in %) of one finished s3prl task run; one test set (the last, sorted, when
-    s3prl evaluated several checkpoints: name it by keeping only that one)."""
+    """Metrics (in %) of one finished s3prl task run: its `evaluate/<test>/best_result.yaml`
+    when s3prl picked the best of several checkpoints (speaker verification does), else its
+    one `evaluate/<test>/<ckpt>/result.yaml` (several of them are a `UserError`: keep only the
+    one to report)."""
     if task not in RESULT_KEYS:
         raise UserError(f"unknown SUPERB task '{task}'; known: {', '.join(RESULT_KEYS)}")
-    files = result_files(task_dir)
+    best = sorted(Path(task_dir).glob(f"evaluate/*/{BEST_RESULT_FILE}"))
+    files = best or result_files(task_dir)
     if not files:
         raise UserError(f"{task_dir}: no evaluate/*/*/{RESULT_FILE}; run the {task} task "
                         "to its test stage first")
-    path = files[-1]
+    if len(files) > 1:
+        raise UserError(f"{task_dir}: {len(files)} results ({files[0]}, {files[1]}, ...); keep "
+                        "only the test result of the checkpoint to report")
+    path = files[0]
     with open(path, encoding="utf-8") as f:
         logged = yaml.safe_load(f) or {}
     metrics = {}
