@@ -118,6 +118,12 @@ settings() {
   local name=$1 up=$2 lang
   for lang in $3; do
     if [[ " $curve_langs " == *" $lang "* ]]; then
+      if [[ " $methods " != *" omp "* || " $sparsities " != *" $transfer_sparsity "* ]]; then
+        # the transfer grid (stage 3) and the IOU matrix need omp at --transfer-sparsity
+        log "$name / $lang: dense + omp at $transfer_sparsity (transfer grid, IOU matrix)"
+        asr "$name/$lang" "$up" "data/$lang" --stage 2 --stop-stage 6 --methods omp \
+          --sparsities "$transfer_sparsity"
+      fi
       log "$name / $lang: dense + $methods at $sparsities"
       asr "$name/$lang" "$up" "data/$lang" --stage 2 --stop-stage 7 --methods "$methods" \
         --sparsities "$sparsities" --metric "$metric"
