@@ -11,7 +11,9 @@
 #   4  evaluate: sprune downstream, dense vs masked vs shrunk -> exp/<tag>/downstream
 #      (checks that masked and shrunk compute the same hidden states and numbers)
 #   5  results: exp/<tag>/RESULTS.md and results.csv
-# A finished stage is skipped on re-run; a killed pruning run resumes from its checkpoint.
+# A finished stage is skipped on re-run (stages 3-4 only while their outputs are newer than
+# their inputs and, for 4, made with the same --downstream-opts); a killed pruning run resumes
+# from its checkpoint, and another pruning config for the same --tag is refused.
 set -euo pipefail
 
 stage=1              # first stage to run
@@ -71,8 +73,9 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  if [ -f "$exp/shrunk/config.json" ]; then
-    log "stage 3: $exp/shrunk exists; skipping"
+  # skipped only while the shrunk model is newer than the masks it was made from
+  if [ -f "$exp/shrunk/config.json" ] && [ "$exp/shrunk/config.json" -nt "$exp/prune/masks/masks.json" ]; then
+    log "stage 3: $exp/shrunk is up to date; skipping"
   else
     log "stage 3: shrinking -> $exp/shrunk"
     sprune shrink --run "$exp/prune" --out "$exp/shrunk"
@@ -80,8 +83,12 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  if [ -f "$exp/downstream/downstream.json" ]; then
-    log "stage 4: $exp/downstream exists; skipping"
+  # skipped only while the results are newer than the shrunk model and used the same options
+  opts_stamp=$exp/downstream.opts
+  if [ -f "$exp/downstream/downstream.json" ] && [ -f "$opts_stamp" ] &&
+     [ "$exp/downstream/downstream.json" -nt "$exp/shrunk/config.json" ] &&
+     [ "$(cat "$opts_stamp")" = "$downstream_opts" ]; then
+    log "stage 4: $exp/downstream is up to date; skipping"
   else
     log "stage 4: frozen-upstream intent + CTC heads: dense vs masked vs shrunk"
     # shellcheck disable=SC2086
@@ -89,6 +96,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
       --upstream "pruned_shrunk=$exp/shrunk" --same pruned_masked,pruned_shrunk \
       --train "$data/train" --dev "$data/dev" --test "$data/test" --out "$exp/downstream" \
       --threads "$threads" $downstream_opts
+    echo "$downstream_opts" > "$opts_stamp"
   fi
 fi
 
