@@ -61,5 +61,5 @@ def test_prune1_data_prune_shrink_export_on_a_librispeech_fixture(tmp_path, spru
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     for words in ("stage 1: data/train_960", "not training again", "stage 3: exp/prune_l0/shrunk",
-                  "stage 4: exp/prune_l0/s3prl exists"):
+                  "stage 4: exp/prune_l0/s3prl is up to date"):
         assert words in again.stdout, words

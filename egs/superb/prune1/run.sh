@@ -92,8 +92,9 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  if [ -f "$exp/shrunk/config.json" ]; then
-    log "stage 3: $exp/shrunk exists; skipping"
+  # skipped only while the shrunk model is newer than the masks it was made from
+  if [ -f "$exp/shrunk/config.json" ] && [ "$exp/shrunk/config.json" -nt "$exp/prune/masks/masks.json" ]; then
+    log "stage 3: $exp/shrunk is up to date; skipping"
   else
     log "stage 3: shrinking -> $exp/shrunk"
     sprune shrink --run "$exp/prune" --out "$exp/shrunk"
@@ -101,8 +102,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
-  if [ -f "$exp/s3prl/export.json" ]; then
-    log "stage 4: $exp/s3prl exists; skipping"
+  if [ -f "$exp/s3prl/export.json" ] && [ "$exp/s3prl/export.json" -nt "$exp/shrunk/config.json" ]; then
+    log "stage 4: $exp/s3prl is up to date; skipping"
   else
     log "stage 4: export for s3prl -> $exp/s3prl/upstream"
     sprune superb export --upstream "$exp/shrunk" --out "$exp/s3prl"
