@@ -45,6 +45,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def split_named(value: str, option: str) -> tuple[str, str]:
+    """`NAME=PATH` of a repeatable option (e.g. `--upstream dense=DIR`) -> (NAME, PATH);
+    anything else is a `UserError` naming the option."""
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise UserError(f"{option} '{value}' must look like NAME=PATH")
+    return name, path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="sprune",

@@ -60,3 +60,13 @@ def test_version(sprune_cli):
 
     proc = sprune_cli("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"sprune {__version__}"
+
+
+def test_split_named_option_values():
+    from sprune.cli import split_named
+    from sprune.errors import UserError
+
+    assert split_named("dense=exp/a=b", "--upstream") == ("dense", "exp/a=b")
+    for bad in ("exp/dense", "=exp/dense", "dense="):
+        with pytest.raises(UserError, match=f"--upstream '{bad}' must look like NAME=PATH"):
+            split_named(bad, "--upstream")

@@ -57,15 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _named(values: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     """(kind, "NAME=PATH") pairs -> (name, path, kind) rows."""
-    from sprune.errors import UserError
+    from sprune.cli import split_named
 
-    rows = []
-    for kind, value in values:
-        name, sep, spec = value.partition("=")
-        if not sep or not name or not spec:
-            raise UserError(f"--{kind} '{value}' must look like NAME=PATH")
-        rows.append((name, spec, kind))
-    return rows
+    return [(*split_named(value, f"--{kind}"), kind) for kind, value in values]
 
 
 def _parse(args: argparse.Namespace) -> tuple[list[tuple[str, str, str]], list[str],

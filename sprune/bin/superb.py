@@ -48,15 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
-    from sprune.errors import UserError
+    from sprune.cli import split_named
 
-    pairs = {}
-    for value in values:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise UserError(f"{option} '{value}' must look like NAME=PATH")
-        pairs[name] = path
-    return pairs
+    return dict(split_named(value, option) for value in values)
 
 
 def run(args: argparse.Namespace) -> int:
