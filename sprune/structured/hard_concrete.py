@@ -40,6 +40,11 @@ NOISE_EPS = 1e-6      # keeps log(u / (1 - u)) finite
 INIT_NOISE_STD = 0.01  # breaks ties between gates that start equal
 
 
+def prob_nonzero(log_alpha: Tensor, beta: float = BETA) -> Tensor:
+    """P(z != 0) of hard-concrete gates with these log_alphas (any shape -> same shape)."""
+    return torch.sigmoid(beta * (log_alpha - math.log(-GAMMA / ZETA)))
+
+
 class _ClampStraightThrough(torch.autograd.Function):
     """clamp(x, 0, 1) forward; backward passes the gradient clipped to [-1, 1] (Eq. 4)."""
 
@@ -102,7 +107,7 @@ class HardConcrete(nn.Module):
     # -- closed forms --------------------------------------------------------------------------
     def prob_nonzero(self) -> Tensor:
         """P(z != 0) per gate (the expected L0 norm), differentiable: same shape."""
-        return torch.sigmoid(self.beta * (self.log_alpha - math.log(-GAMMA / ZETA)))
+        return prob_nonzero(self.log_alpha, self.beta)
 
     def prob_one(self) -> Tensor:
         """P(z == 1) per gate: same shape."""

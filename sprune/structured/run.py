@@ -153,13 +153,13 @@ def undecided_fraction(masks_dir: str | os.PathLike, low: float = 0.1,
     from safetensors.torch import load_file
 
     from sprune.io import read_json_object
-    from sprune.structured.hard_concrete import GAMMA, ZETA
+    from sprune.structured.hard_concrete import prob_nonzero
     from sprune.structured.mask_store import MASKS_FILE
 
     masks_dir = Path(masks_dir)
     beta = float(read_json_object(masks_dir / MASKS_JSON)["beta"])
     alphas = torch.cat([a.flatten() for a in load_file(str(masks_dir / MASKS_FILE)).values()])
-    probs = torch.sigmoid(beta * (alphas - torch.log(torch.tensor(-GAMMA / ZETA))))
+    probs = prob_nonzero(alphas, beta)
     return float(((probs > low) & (probs < high)).float().mean())
 
 
