@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sprune.data.audio import load_mono_16k
+from sprune.data.audio import audio_info, load_mono_16k
 from sprune.data.datadir import DataDir
 from sprune.errors import UserError
 
@@ -63,12 +63,14 @@ class AudioDataset(Dataset):
         return None if self._cache is None else [len(wav) for wav in self._cache]
 
     def length_sorted_batches(self, batch_size: int) -> list[list[int]]:
-        """Index batches of similar-length utterances (shortest first) for evaluation, so
-        little compute goes into padding; every utterance appears once. Without preloaded
-        audio: batches in utterance order."""
+        """Index batches of similar-length utterances (shortest first, ties in utterance
+        order) for evaluation and feature extraction, so little compute goes into padding;
+        every utterance appears once. Lengths come from the preloaded audio, else from the
+        audio headers."""
         lengths = self.lengths()
-        order = (sorted(range(len(self)), key=lambda i: lengths[i]) if lengths is not None
-                 else list(range(len(self))))
+        if lengths is None:
+            lengths = [audio_info(self.data.wav_scp[utt]).frames for utt in self.utts]
+        order = sorted(range(len(self)), key=lambda i: lengths[i])
         return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from sprune.data.audio import audio_info
 from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.tasks.intent import masked_mean
 from sprune.upstream import UpstreamConfig, UpstreamModel
@@ -35,9 +34,7 @@ def pooled_layer_features(upstream: nn.Module, dataset: AudioDataset, batch_size
     was_training = upstream.training
     upstream.eval()
     device = next(upstream.parameters()).device
-    lengths = [audio_info(dataset.data.wav_scp[utt]).frames for utt in dataset.utts]
-    order = sorted(range(len(dataset)), key=lambda i: (lengths[i], i))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = dataset.length_sorted_batches(batch_size)
     pooled: list[Tensor | None] = [None] * len(dataset)
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_audio)
     for indices, batch in zip(batches, loader):

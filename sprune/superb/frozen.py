@@ -59,11 +59,8 @@ def extract_features(upstream: UpstreamFn, dataset: AudioDataset, batch_size: in
     """Run the (eval-mode) upstream over `dataset`, batching utterances of similar length.
     The wavs take the upstream's dtype; the features are kept in float32."""
     dtype = next(upstream.parameters()).dtype  # type: ignore[attr-defined]
-    lengths = [len(dataset[i]["wav"]) for i in range(len(dataset))]
-    order = sorted(range(len(dataset)), key=lambda i: (lengths[i], i))
     frames: list[Tensor | None] = [None] * len(dataset)
-    for start in range(0, len(order), batch_size):
-        indices = order[start:start + batch_size]
+    for indices in dataset.length_sorted_batches(batch_size):
         batch = collate_audio([dataset[i] for i in indices])
         out = upstream(batch["wavs"].to(dtype), batch["lengths"])
         stacked = torch.stack(list(out.hidden_states), dim=1).float()   # [B, L + 1, T', D]
