@@ -295,6 +295,20 @@ def test_evaluate_ctc_scores_oracle_and_corrupted_decodings(tmp_path, make_data_
     assert next(d for d in decoded if d.utt == first).hyp.startswith(wrong + " ")
 
 
+def test_decode_dataset_batches_by_length_but_keeps_dataset_order(tmp_path, make_data_dir):
+    # Lengths out of order in the data dir: length-sorted batches are not in dataset order.
+    path = make_data_dir(tmp_path, n_utts=5, seconds=(0.5, 0.45, 0.25, 0.4, 0.3))
+    data = DataDir.load(path)
+    dataset = AudioDataset(data, preload=True)
+    tok = build_tokenizer("char", data.text.values())
+    samples = {utt: len(dataset[i]["wav"]) for i, utt in enumerate(dataset.utts)}
+    assert sum(dataset.length_sorted_batches(2), []) != list(range(5))
+    oracle = OracleCTC(tok, {samples[u]: data.text[u] for u in data.utt_ids})
+    decoded = decode_dataset(oracle, dataset, tok, batch_size=2)
+    assert [d.utt for d in decoded] == dataset.utts
+    assert [d.hyp for d in decoded] == [tok.normalize(data.text[u]) for u in dataset.utts]
+
+
 def test_evaluate_ctc_with_phones_reports_per(tmp_path, make_data_dir):
     path = make_data_dir(tmp_path, n_utts=2, seconds=(0.5, 0.6))
     data = DataDir.load(path)

@@ -23,7 +23,6 @@ from typing import Any, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from sprune import metrics
 from sprune.data.dataset import AudioDataset, collate_audio
@@ -179,17 +178,24 @@ def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[Decoded] = []
+    # batches of similar length waste little compute on padding; the output keeps dataset order
+    if hasattr(dataset, "length_sorted_batches"):
+        batches = dataset.length_sorted_batches(batch_size)
+    else:
+        batches = [list(range(b, min(b + batch_size, len(dataset))))
+                   for b in range(0, len(dataset), batch_size)]
+    out: list[Decoded | None] = [None] * len(dataset)
     try:
-        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_audio):
+        for indices in batches:
+            batch = collate_audio([dataset[i] for i in indices])
             log_probs, frames = model.log_probs(batch["wavs"].to(device), batch["lengths"].to(device))
             labels = decode_batch(log_probs.cpu(), frames.cpu(), decoder, beam, prune, lm_scorer)
             langs = batch.get("lang") or [None] * len(labels)
-            for utt, lang, text, ids in zip(batch["utt"], langs, batch["text"], labels):
-                out.append(Decoded(utt, lang, tokenizer.normalize(text), tokenizer.decode(ids)))
+            for i, utt, lang, text, ids in zip(indices, batch["utt"], langs, batch["text"], labels):
+                out[i] = Decoded(utt, lang, tokenizer.normalize(text), tokenizer.decode(ids))
     finally:
         model.train(was_training)
-    return out
+    return [d for d in out if d is not None]
 
 
 def error_rates(decoded: Sequence[Decoded], tokenizer: Tokenizer) -> dict[str, float]:
