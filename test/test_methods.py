@@ -41,7 +41,10 @@ def collate(items):
 
 def evaluate(model):
     x, y = dataset(30, seed=2).tensors
-    return {"accuracy": float((model.net(x).argmax(-1) == y).float().mean())}
+    logits = model.net(x)
+    # logit_sum: a continuous value that tells apart any two different weight states
+    return {"accuracy": float((logits.argmax(-1) == y).float().mean()),
+            "logit_sum": float(logits.sum())}
 
 
 def build_model():
@@ -170,6 +173,23 @@ def test_omp_needs_the_dense_run_and_prunes_its_weights(tmp_path):
     for name in GROUPS["hidden"]:
         assert torch.equal(mask[name], params[name].abs() > threshold)
     assert outcome.passes == pytest.approx(dense.passes * 2)
+
+
+@pytest.mark.parametrize("method", ["dense", "rp", "mpi", "omp", "imp", "parp", "parp-p"])
+def test_outcome_dev_metrics_are_those_of_the_saved_final_weights(tmp_path, method):
+    # finish() reuses the trainer's evaluation after the last update: it must be the model saved
+    cfg = prune_config(method, imp_rewind_epochs=1, imp_level_epochs=1, initial_sparsity=0.2,
+                       progressive_until=0.5)
+    if method == "omp":
+        make_method(prune_config("dense")).run(context(tmp_path), tmp_path / "dense")
+    outcome = make_method(cfg).run(context(tmp_path, dense_dir=tmp_path / "dense"),
+                                   tmp_path / method)
+    model = build_model()
+    load_model_state(model, tmp_path / method / "final")
+    model.eval()
+    with torch.no_grad():
+        fresh = evaluate(model)
+    assert outcome.dev == pytest.approx(fresh, rel=1e-6)
 
 
 class KillAt(Callback):

@@ -193,6 +193,17 @@ def run_training(ctx: PruneContext, model: nn.Module, out_dir: Path,
     return summary
 
 
+def final_dev_metrics(ctx: PruneContext, model: nn.Module,
+                      summary: dict[str, Any] | None = None) -> dict[str, float]:
+    """Dev metrics of `model`: the trainer's evaluation after its last update when `summary`
+    (of `run_training` on this model) holds one, else a new evaluation."""
+    if summary and summary.get("final_metrics"):
+        return dict(summary["final_metrics"])
+    model.eval()
+    with torch.no_grad():
+        return {k: float(v) for k, v in ctx.evaluate(model).items()}
+
+
 def save_model_state(model: nn.Module, path: Path) -> None:
     save_state(path, {"model": model.state_dict()})
 
@@ -207,8 +218,13 @@ def load_model_state(model: nn.Module, path: Path) -> None:
 
 
 def finish(method: Method, ctx: PruneContext, model: nn.Module, mask: Mask, out_dir: Path,
-           passes: float, extra: dict[str, Any] | None = None) -> MethodOutcome:
-    """Save the final mask and weights, evaluate on dev, write outcome.json."""
+           passes: float, extra: dict[str, Any] | None = None,
+           dev: dict[str, float] | None = None) -> MethodOutcome:
+    """Save the final mask and weights, write outcome.json with the dev metrics.
+
+    dev: the final model's dev metrics when the caller has them (the trainer evaluates after
+    its last update: `summary["final_metrics"]` of `run_training`), else evaluated here.
+    """
     params = dict(model.named_parameters())
     scope = list(mask)
     scope_total = sum(params[n].numel() for n in scope)
@@ -217,9 +233,8 @@ def finish(method: Method, ctx: PruneContext, model: nn.Module, mask: Mask, out_
     nonzero = sum(int(torch.count_nonzero(p)) for p in params.values())
     mask.save(out_dir / "mask", groups=ctx.groups)
     save_model_state(model, out_dir / "final")
-    model.eval()
-    with torch.no_grad():
-        dev = {k: float(v) for k, v in ctx.evaluate(model).items()}
+    if not dev:
+        dev = final_dev_metrics(ctx, model)
     outcome = MethodOutcome(method=method.name, target_sparsity=method.config.sparsity,
                             achieved_sparsity=scope_zero / scope_total if scope_total else 0.0,
                             scope_params=scope_total, params_left=nonzero, total_params=total,

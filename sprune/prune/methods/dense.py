@@ -20,4 +20,5 @@ class Dense(Method):
         model = ctx.build_model()
         summary = run_training(ctx, model, out_dir / "finetune")
         mask = Mask.ones_like(model, self.scope_names(model, ctx))
-        return finish(self, ctx, model, mask, out_dir, summary["passes"])
+        return finish(self, ctx, model, mask, out_dir, summary["passes"],
+                      dev=summary.get("final_metrics"))

@@ -26,4 +26,5 @@ class FixedMaskMethod(Method):
             return None
         summary = run_training(ctx, model, out_dir / "finetune", [HardMaskCallback(mask)])
         extra = {"mask_from": self.config.mask_from} if self.config.mask_from else {}
-        return finish(self, ctx, model, mask, out_dir, summary["passes"], extra=extra)
+        return finish(self, ctx, model, mask, out_dir, summary["passes"], extra=extra,
+                      dev=summary.get("final_metrics"))

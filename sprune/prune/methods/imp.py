@@ -24,7 +24,7 @@ from sprune.errors import UserError
 from sprune.io import atomic_write_text
 from sprune.prune.mask import Mask
 from sprune.prune.methods.base import (Method, MethodOutcome, PruneContext, finish,
-                                       load_model_state, run_training)
+                                       final_dev_metrics, load_model_state, run_training)
 from sprune.prune.methods.callbacks import HardMaskCallback, SnapshotCallback
 from sprune.prune.schedule import imp_schedule
 
@@ -56,7 +56,7 @@ class IterativeMagnitudePruning(Method):
         rewind = level0 / "checkpoint" / "rewind"
         if not rewind.is_dir():
             raise UserError(f"{rewind} is missing; delete {out_dir} and run IMP again")
-        history = [{"level": 0, "sparsity": 0.0, "dev": ctx.evaluate(model)}]
+        history = [{"level": 0, "sparsity": 0.0, "dev": final_dev_metrics(ctx, model, summary)}]
         mask: Mask | None = None
         for level, sparsity in enumerate(self.levels(), start=1):
             mask = self.make_mask(model, ctx, sparsity, previous=mask)   # from level-1 weights
@@ -68,7 +68,7 @@ class IterativeMagnitudePruning(Method):
                                    level_config, initial_step=k)
             passes += summary["passes"]
             history.append({"level": level, "sparsity": mask.sparsity(),
-                            "dev": ctx.evaluate(model)})
+                            "dev": final_dev_metrics(ctx, model, summary)})
             ctx.log(f"IMP level {level}: sparsity {mask.sparsity():.3f} dev {history[-1]['dev']}")
         atomic_write_text(out_dir / "levels.json", json.dumps(history, indent=1) + "\n")
 
@@ -80,7 +80,8 @@ class IterativeMagnitudePruning(Method):
         if not c.imp_retrain:
             load_model_state(model, out_dir / f"level{ticket_level}" / "final")
             return finish(self, ctx, model, ticket_mask, out_dir, passes,
-                          extra={"levels": history, "ticket_level": ticket_level})
+                          extra={"levels": history, "ticket_level": ticket_level},
+                          dev=history[ticket_level]["dev"])
         model = ctx.build_model()
         load_model_state(model, rewind)
         retrain_config = dataclasses.replace(train, max_steps=max(k + 1, dense_steps))
@@ -89,7 +90,8 @@ class IterativeMagnitudePruning(Method):
         passes += summary["passes"]
         return finish(self, ctx, model, ticket_mask, out_dir, passes,
                       extra={"levels": history, "ticket_level": ticket_level,
-                             "rewind_step": k, "level_updates": n})
+                             "rewind_step": k, "level_updates": n},
+                      dev=summary.get("final_metrics"))
 
     def pick_ticket(self, history: list[dict], metric: str, mode: str) -> int:
         pruned = history[1:]

@@ -43,7 +43,7 @@ class OneShotMagnitudePruning(Method):
         summary = run_training(ctx, model, out_dir / "subfinetune", [HardMaskCallback(mask)])
         dense_passes = json.loads((dense / "outcome.json").read_text())["passes"]
         return finish(self, ctx, model, mask, out_dir, dense_passes + summary["passes"],
-                      extra={"dense_passes": dense_passes})
+                      extra={"dense_passes": dense_passes}, dev=summary.get("final_metrics"))
 
     def run_given_mask(self, ctx: PruneContext, out_dir: Path, retrain: bool
                        ) -> MethodOutcome | None:
@@ -54,4 +54,5 @@ class OneShotMagnitudePruning(Method):
             return None
         summary = run_training(ctx, model, out_dir / "subfinetune", [HardMaskCallback(mask)])
         return finish(self, ctx, model, mask, out_dir, summary["passes"],
-                      extra={"mask_from": self.config.mask_from})
+                      extra={"mask_from": self.config.mask_from},
+                      dev=summary.get("final_metrics"))

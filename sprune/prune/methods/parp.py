@@ -53,4 +53,5 @@ class PARP(Method):
                  "initial_sparsity": self.initial_sparsity()}
         if self.config.mask_from:
             extra["mask_from"] = self.config.mask_from
-        return finish(self, ctx, model, final, out_dir, summary["passes"], extra=extra)
+        return finish(self, ctx, model, final, out_dir, summary["passes"], extra=extra,
+                      dev=summary.get("final_metrics"))
