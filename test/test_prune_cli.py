@@ -63,6 +63,8 @@ def test_dense_parp_evaluate_results(workspace, cli):
     ("criterion", "known: magnitude, random, taylor"),
     ("empty", "empty"),
     ("config_key", "unknown key 'epocs'"),
+    ("test_missing", "no such data dir"),
+    ("test_names", "would both write eval_test.json"),
 ])
 def test_bad_input_is_one_line_and_exit_2(workspace, cli, tmp_path, case, message):
     root = workspace
@@ -82,11 +84,34 @@ def test_bad_input_is_one_line_and_exit_2(workspace, cli, tmp_path, case, messag
     elif case == "config_key":
         (tmp_path / "ft.yaml").write_text("train: {epocs: 3}\n")
         args[args.index(root / "ft.yaml")] = tmp_path / "ft.yaml"
+    elif case == "test_missing":
+        args += ["--test", tmp_path / "nowhere"]
+    elif case == "test_names":
+        (tmp_path / "test").mkdir()
+        args += ["--test", root / "test", "--test", tmp_path / "test"]
     done = cli(*args)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert not (root / "exp" / f"bad_{case}" / "outcome.json").exists()
+
+
+def test_prune_test_option_evaluates_like_sprune_evaluate(workspace, cli):
+    root = workspace
+    run = root / "exp" / "mpi_test_opt"
+    done = cli(*prune_args(root, "mpi_test_opt", "mpi", "--test", root / "test"))
+    assert done.returncode == 0, done.stderr
+    at_the_end = json.loads((run / "eval_test.json").read_text())
+    done = cli("evaluate", run, "--data", root / "test")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "eval_test.json").read_text()) == at_the_end
+    # a finished run evaluates only what is missing or older than outcome.json
+    again = cli(*prune_args(root, "mpi_test_opt", "mpi", "--test", root / "test"))
+    assert "nothing to do" in again.stdout
+    (run / "eval_test.json").unlink()
+    again = cli(*prune_args(root, "mpi_test_opt", "mpi", "--test", root / "test"))
+    assert "evaluating it on" in again.stdout
+    assert json.loads((run / "eval_test.json").read_text()) == at_the_end
 
 
 def test_mask_for_another_model_names_the_parameter(workspace):

@@ -13,7 +13,10 @@ import argparse
 import json
 from pathlib import Path
 
+from typing import Any
+
 import torch
+from torch import nn
 
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
@@ -29,10 +32,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=int, help="CTC runs: beam size (default: ctc.beam)")
 
 
-def run(args: argparse.Namespace) -> int:
+def evaluate_run(run_dir: Path, data: str, name: str | None = None,
+                 experiment: Any = None, model: nn.Module | None = None,
+                 device: str = "auto") -> dict[str, float]:
+    """Evaluate a run's final model on the data dir `data`; write <run_dir>/eval_<name>.json
+    (name: the data dir's name by default) and return the metrics. `experiment` and `model`
+    (already holding the final weights) are loaded from `run_dir` when not given."""
     from sprune.experiment import load_experiment
     from sprune.prune.methods.base import load_model_state
     from sprune.train import resolve_device
+
+    if experiment is None:
+        experiment = load_experiment(run_dir)
+    dataset = experiment.dataset(data)
+    if len(dataset) == 0:
+        raise UserError(f"{data}: no utterances to evaluate")
+    if model is None:
+        model = experiment.build_model()
+        load_model_state(model, run_dir / "final")
+    model.to(resolve_device(device))
+    model.eval()
+    with torch.no_grad():
+        metrics = experiment.evaluate(model, dataset)
+    name = name or Path(data).name
+    atomic_write_text(run_dir / f"eval_{name}.json", json.dumps(metrics, indent=1) + "\n")
+    print(f"{run_dir} on {data}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    from sprune.experiment import load_experiment
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "final").is_dir():
@@ -48,15 +77,5 @@ def run(args: argparse.Namespace) -> int:
         ctc = experiment.config.ctc
         ctc.decoder = args.decoder or ctc.decoder
         ctc.beam = args.beam or ctc.beam
-    dataset = experiment.dataset(args.data)
-    if len(dataset) == 0:
-        raise UserError(f"{args.data}: no utterances to evaluate")
-    model = experiment.build_model()
-    load_model_state(model, run_dir / "final")
-    model.to(resolve_device(args.device))
-    with torch.no_grad():
-        metrics = experiment.evaluate(model, dataset)
-    name = args.name or Path(args.data).name
-    atomic_write_text(run_dir / f"eval_{name}.json", json.dumps(metrics, indent=1) + "\n")
-    print(f"{run_dir} on {args.data}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    evaluate_run(run_dir, args.data, args.name, experiment, device=args.device)
     return 0

@@ -9,6 +9,7 @@ Examples (from a recipe folder):
   sprune prune ... --method conf/prune_omp.yaml --dense exp/ic/dense --no-retrain  # mask only
   sprune prune --config conf/finetune_nl.yaml --method conf/prune_omp.yaml --sparsity 0.5 \
       --mask-from exp/asr_fr/omp_s0.5 ... --out exp/transfer/omp_s0.5_fr2nl   # mask transfer
+  sprune prune ... --out exp/asr/rp_s0.5 --test data/test   # + eval_test.json at the end
 
 The task config's `task:` (intent | ctc) picks the experiment (see sprune.experiment).
 `--mask-from` (or `mask_from:` in the pruning YAML) takes the mask of another run (its folder,
@@ -55,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop once the mask is found (RP/MPI/OMP/IMP); run again without "
                              "this flag to fine-tune the subnetwork")
     parser.add_argument("--restart", action="store_true", help="delete --out and start over")
+    parser.add_argument("--test", dest="tests", action="append", default=[], metavar="DATA_DIR",
+                        help="once the run has finished, evaluate it on this data dir as "
+                             "`sprune evaluate` does (eval_<dir name>.json; repeatable; skipped "
+                             "when that file is newer than outcome.json)")
 
 
 def load_prune_config(spec: str, sparsity: float | None, mask_from: str | None = None
@@ -111,11 +116,15 @@ def run(args: argparse.Namespace) -> int:
         mask_path, mask_source = resolve_mask_source(prune_config.mask_from)
         prune_config = replace(prune_config, mask_from=mask_path)
     method = make_method(prune_config)
+    check_tests(args.tests)
     out = Path(args.out)
     if args.restart and out.exists():
         shutil.rmtree(out)
     if (out / "outcome.json").is_file():
-        print(f"{out}: finished before (outcome.json); nothing to do")
+        todo = [d for d in args.tests if not evaluated(out, d)]
+        print(f"{out}: finished before (outcome.json); "
+              + ("nothing to do" if not todo else f"evaluating it on {', '.join(todo)}"))
+        evaluate_tests(out, todo)
         return 0
     experiment = experiment_for_training(config, upstream, args.train, args.dev)
     if mask_source is not None:
@@ -131,4 +140,33 @@ def run(args: argparse.Namespace) -> int:
     dev = ", ".join(f"{k} {v:.4f}" for k, v in outcome.dev.items() if "/" not in k)
     print(f"{out}: {method.name} sparsity {outcome.achieved_sparsity:.4f} "
           f"(target {outcome.target_sparsity}), dev {dev}, passes {outcome.passes:.2f}")
+    evaluate_tests(out, args.tests, experiment)
     return 0
+
+
+def check_tests(tests: list[str]) -> None:
+    """--test data dirs exist and have distinct names (checked before any training)."""
+    names: dict[str, str] = {}
+    for data in tests:
+        if not Path(data).is_dir():
+            raise UserError(f"--test {data}: no such data dir")
+        name = Path(data).name
+        if name in names:
+            raise UserError(f"--test {names[name]} and {data} would both write eval_{name}.json; "
+                            "evaluate one of them with `sprune evaluate --name`")
+        names[name] = data
+
+
+def evaluated(run_dir: Path, data: str) -> bool:
+    """Whether eval_<data dir name>.json of `run_dir` is newer than its outcome.json."""
+    result = run_dir / f"eval_{Path(data).name}.json"
+    return result.is_file() and result.stat().st_mtime > (run_dir / "outcome.json").stat().st_mtime
+
+
+def evaluate_tests(run_dir: Path, tests: list[str], experiment: Any = None) -> None:
+    """--test: evaluate the finished run on each data dir (one process for training and
+    decoding saves the recipes a start-up of torch per run)."""
+    from sprune.bin.evaluate import evaluate_run
+
+    for data in tests:
+        evaluate_run(run_dir, data, experiment=experiment)

@@ -8,7 +8,8 @@
 #                 PARP-P find and fine-tune their subnetwork here in one run)
 #   5  retrain    fine-tune the subnetworks found in stage 4 (RP/MPI/OMP), retrain IMP's ticket
 #   6  evaluate   every finished run on each test set (eval_<test set name>.json): WER and
-#                 CER (PER for phones), overall and per language
+#                 CER (PER for phones), overall and per language; stages 3-5 decode the runs
+#                 they finish already (`sprune prune --test`), so this stage fills in the rest
 #   7  results    exp/<tag>/RESULTS.md, results.csv, <metric>_vs_sparsity.png and
 #                 exp/<tag>/analysis/ (`sprune analyze`: curves, mask IOU, transfer, PARP IOU)
 #
@@ -165,8 +166,13 @@ fi
 
 if run_stage 3 && [ -z "$mask_from" ]; then
   log "stage 3: dense CTC fine-tuning -> $expdir/dense"
-  sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${extra[@]}"
+  sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${tests[@]}" "${extra[@]}"
 fi
+
+# Finished runs are decoded on the test sets by the process that trained them (--test);
+# stage 6 decodes whatever is still missing.
+tests=()
+for t in $test_sets; do tests+=(--test "$t"); done
 
 # prune_run METHOD SPARSITY [--no-retrain]: one method at one sparsity
 prune_run() {
@@ -178,7 +184,7 @@ prune_run() {
     source=(--dense "$expdir/dense")
   fi
   sprune prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" "${source[@]}" \
-    --out "$expdir/${m}_s$s" "$@" "${extra[@]}"
+    --out "$expdir/${m}_s$s" "${tests[@]}" "$@" "${extra[@]}"
 }
 
 if run_stage 4 && [ -z "$mask_from" ]; then
