@@ -21,7 +21,7 @@ from sprune.ssl.masking import expected_mask_fraction, span_mask
 from sprune.upstream import UpstreamModel, load_upstream, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "sprune" / "resources" / "upstream" / "tiny_hubert_en"
+SHIPPED_DIR = REPO / "sprune" / "resources" / "upstream"
 
 
 # -- k-means ------------------------------------------------------------------------------------
@@ -252,18 +252,20 @@ def test_pretrain_command_rejects_bad_input(tmp_path, make_data_dir, capsys):
 
 
 # -- the shipped tiny pretrained upstream ------------------------------------------------------
-def test_shipped_tiny_upstream_loads_and_matches_its_readme():
-    weights = SHIPPED / "model.safetensors"
+@pytest.mark.parametrize("name", ["tiny_hubert_en", "tiny_hubert_all"])
+def test_shipped_tiny_upstream_loads_and_matches_its_readme(name):
+    shipped = SHIPPED_DIR / name
+    weights = shipped / "model.safetensors"
     assert weights.is_file(), "run egs/mini_minds/ssl1/run.sh and ship its upstream"
-    size = sum(f.stat().st_size for f in SHIPPED.iterdir() if f.is_file())
+    size = sum(f.stat().st_size for f in shipped.iterdir() if f.is_file())
     assert size <= 10 * 1024 * 1024
-    model, config = load_upstream(str(SHIPPED))
-    readme = (SHIPPED / "README.md").read_text()
+    model, config = load_upstream(str(shipped))
+    readme = (shipped / "README.md").read_text()
     stated = re.search(r"Parameters: ([\d,]+)", readme)
     assert stated is not None, "the README must state 'Parameters: N'"
     assert model.num_parameters() == int(stated.group(1).replace(",", ""))
     assert config.receptive_field == 400 and config.downsample_rate == 320
-    assert (SHIPPED / "train_log.jsonl").is_file()
+    assert (shipped / "train_log.jsonl").is_file()
     with torch.no_grad():
         out = model(0.1 * torch.randn(1, 16000))
     assert len(out.hidden_states) == config.num_layers + 1
