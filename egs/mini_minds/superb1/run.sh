@@ -19,7 +19,7 @@ set -euo pipefail
 stage=1              # first stage to run
 stop_stage=100       # last stage to run
 langs=en-US,en-GB,en-AU   # corpus languages (the tiny upstream was pretrained on English)
-seed=0               # corpus seed
+seed=1               # corpus seed (not 0: seed-0 voices were pretrained on, see ../ic1/run.sh)
 nj=2                 # parallel synthesis jobs
 upstream=../../../sprune/resources/upstream/tiny_hubert_en   # the dense upstream
 prune_config=conf/prune_l0.yaml
