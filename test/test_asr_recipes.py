@@ -56,7 +56,7 @@ def env(sprune_on_path, tmp_path):
 def test_commonvoice_recipe_h2l_then_mask_transfer(tmp_path, env, upstream):
     from test_prep_commonvoice import write_release
 
-    root = write_release(tmp_path / "cv", "nl", per_split=4, seconds=1.5)
+    root = write_release(tmp_path / "my corpora" / "cv", "nl", per_split=4, seconds=1.5)  # a space
     recipe = recipe_copy(tmp_path, "commonvoice")
     base = ["--lang", "nl", "--cv-root", root, "--setting", "h2l", "--upstream", upstream,
             "--methods", "omp", "--sparsities", "0.5", "--nj", "2", "--threads", "1",
@@ -114,7 +114,7 @@ def write_chapter(tree: Path, speaker: int, chapter: int, words: list[str]) -> N
 
 
 def test_librispeech_recipe_10min(tmp_path, env, upstream):
-    base = tmp_path / "corpora"
+    base = tmp_path / "my corpora"   # a space: run.sh must quote the paths it hands asr.sh
     texts = ["HE HOPED", "THERE WOULD BE", "STEW FOR DINNER"]
     for split, speaker in (("dev-other", 1), ("test-clean", 2)):
         write_chapter(base / "LibriSpeech" / split, speaker, 10, texts)

@@ -61,12 +61,14 @@ case $setting in h2l|csr) ;; *) echo "$0: --setting takes h2l or csr, got '$sett
 [ -n "$cv_root" ] || [ "$stage" -gt 1 ] || { echo "$0: pass --cv-root DIR (the Common Voice release folder)" >&2; exit 2; }
 
 data=data/$lang
+# asr.sh evals --local-data-opts: every value is quoted with printf %q (paths with spaces)
+data_opts=$(printf -- '--cv-root %q --lang %q --train-hours %q' "$cv_root" "$lang" "$train_hours")
 ./asr.sh \
   --finetune-config "$finetune_config" \
   --upstream "$upstream" \
   --methods "$methods" \
   --sparsities "$sparsities" \
-  --local-data-opts "--cv-root '$cv_root' --lang '$lang' --train-hours '$train_hours'" \
+  --local-data-opts "$data_opts" \
   --train-set "$data/train" --dev-set "$data/dev" --test-sets "$data/test" \
   --phonemize-opts "--lang-voice $lang=$espeak_voice" \
   --mask-from "$mask_from" \
