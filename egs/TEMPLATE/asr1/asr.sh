@@ -33,7 +33,7 @@ tag=                                 # experiment folder exp/<tag> (default: fin
 train_set=data/train
 dev_set=data/dev
 test_sets=data/test                  # space-separated; results are eval_<dir name>.json
-phonemize=auto                       # auto: stage 2 runs when the config says `units: phone`
+phonemize=auto                       # auto: stage 2 runs when the config's ctc.units is phone
 phonemize_opts=                      # more `sprune phonemize` options, e.g. "--lang-voice nl=nl"
 mask_from=                           # transfer: take masks from runs under this exp folder
 mask_method=omp                      # ... from its <mask_method>_s<S> runs
@@ -56,8 +56,8 @@ help_message="Usage: $0 [options]
   --train-set DIR / --dev-set DIR   data dirs (default $train_set, $dev_set)
   --test-sets LIST             test data dirs, space-separated; the first one is the split of
                                RESULTS.md and the analysis (default $test_sets)
-  --phonemize auto|true|false  write text.phones in stage 2 (default $phonemize: when the
-                               finetune config has 'units: phone')
+  --phonemize auto|true|false  write text.phones in stage 2 (default $phonemize: when
+                               \`sprune config\` resolves ctc.units to phone)
   --phonemize-opts OPTS        more options for sprune phonemize (e.g. \"--lang-voice nl=nl\")
   --mask-from EXP              mask transfer: take each run's mask from EXP/<mask-method>_s<S>
   --mask-method M              method of the source runs (default $mask_method)
@@ -85,9 +85,7 @@ if [ "$threads" != 0 ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$th
 [ -f "$finetune_config" ] || { echo "$0: --finetune-config $finetune_config not found" >&2; exit 2; }
 case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
 case $phonemize in
-  auto) if grep -Eq '(^|[{ ,])units:[[:space:]]*phone' "$finetune_config"; then phonemize=true
-        else phonemize=false; fi ;;
-  true|false) ;;
+  auto|true|false) ;;
   *) echo "$0: --phonemize takes auto, true or false, got '$phonemize'" >&2; exit 2 ;;
 esac
 for m in $methods; do
@@ -150,6 +148,18 @@ if run_stage 1; then
   fi
 fi
 
+if run_stage 2 && [ "$phonemize" = auto ]; then
+  # the config as the runs resolve it: defaults and the --set overrides of --prune-opts count
+  sets=()
+  for ((i = 0; i < ${#extra[@]}; i++)); do
+    case ${extra[i]} in
+      --set) sets+=(--set "${extra[i + 1]:-}") ;;
+      --set=*) sets+=("${extra[i]}") ;;
+    esac
+  done
+  units=$(sprune config "$finetune_config" "${sets[@]}" --get ctc.units) || exit
+  if [ "$units" = phone ]; then phonemize=true; else phonemize=false; fi
+fi
 if run_stage 2 && [ "$phonemize" = true ]; then
   todo=()
   for d in "$train_set" "$dev_set" $test_sets; do
@@ -164,15 +174,15 @@ if run_stage 2 && [ "$phonemize" = true ]; then
   fi
 fi
 
-if run_stage 3 && [ -z "$mask_from" ]; then
-  log "stage 3: dense CTC fine-tuning -> $expdir/dense"
-  sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${tests[@]}" "${extra[@]}"
-fi
-
 # Finished runs are decoded on the test sets by the process that trained them (--test);
 # stage 6 decodes whatever is still missing.
 tests=()
 for t in $test_sets; do tests+=(--test "$t"); done
+
+if run_stage 3 && [ -z "$mask_from" ]; then
+  log "stage 3: dense CTC fine-tuning -> $expdir/dense"
+  sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${tests[@]}" "${extra[@]}"
+fi
 
 # prune_run METHOD SPARSITY [--no-retrain]: one method at one sparsity
 prune_run() {
