@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sprune.errors import UserError
 from sprune.io import atomic_path, atomic_write_text
+from sprune.runs import read_run
 
 METHOD_ORDER = ("dense", "rp", "mpi", "omp", "imp", "parp", "parp-p")
 # Metrics where lower is better (the part before "/<lang>"); everything else is higher-better.
@@ -79,13 +79,9 @@ def collect(exp_dir: str | Path) -> list[RunResult]:
         raise UserError(f"{exp_dir} does not exist; give the experiment folder of a recipe")
     runs = []
     for outcome_path in sorted(exp_dir.glob("*/outcome.json")):
-        folder = outcome_path.parent
-        evals = {p.stem[len("eval_"):]: json.loads(p.read_text())
-                 for p in sorted(folder.glob("eval_*.json"))}
-        experiment_path = folder / "experiment.json"
-        experiment = json.loads(experiment_path.read_text()) if experiment_path.is_file() else {}
-        runs.append(RunResult(folder.name, json.loads(outcome_path.read_text()), evals,
-                              experiment))
+        files = read_run(outcome_path.parent)   # outcome.json is there: outcome is not None
+        runs.append(RunResult(files.folder.name, files.outcome or {}, files.evals,
+                              files.experiment))
     if not runs:
         raise UserError(f"{exp_dir}: no finished runs (no */outcome.json); run the pruning "
                         "stages first")
