@@ -31,14 +31,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from sprune.errors import UserError
-from sprune.io import atomic_path, atomic_write_text, read_json_object
+from sprune.io import atomic_path, atomic_write_text
 from sprune.prune.mask import MASK_FILE, Mask
 from sprune.report import DEFAULT_METRICS, METHOD_ORDER, langs_tag, lower_is_better
+from sprune.runs import read_run
 
 HARD_MASK_METHODS = ("rp", "mpi", "omp")   # fine-tune a fixed subnetwork
 PARP_METHODS = ("parp", "parp-p")
@@ -70,10 +73,6 @@ def transfer_grid(errors: Mapping[tuple[str, str], float], baselines: Mapping[st
 
 
 # ---- run folders ---------------------------------------------------------------------------
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return read_json_object(path, fix="re-run the stage that wrote it")
-
 
 @dataclass
 class Run:
@@ -127,12 +126,8 @@ def load_runs(exp_dir: str | Path) -> list[Run]:
         raise UserError(f"{exp_dir} does not exist; give the experiment folder of a recipe")
     runs = []
     for prune_path in sorted(exp_dir.rglob("prune.json")):
-        folder = prune_path.parent
-        prune = _read_json(prune_path)
-        experiment = (_read_json(folder / "experiment.json")
-                      if (folder / "experiment.json").is_file() else {})
-        outcome = (_read_json(folder / "outcome.json")
-                   if (folder / "outcome.json").is_file() else None)
+        files = read_run(prune_path.parent)
+        folder, prune, experiment = files.folder, files.prune or {}, files.experiment
         source = experiment.get("mask_source")
         method = str(prune.get("method", "?"))
         runs.append(Run(
@@ -141,9 +136,7 @@ def load_runs(exp_dir: str | Path) -> list[Run]:
             target_sparsity=0.0 if method == "dense" else float(prune.get("sparsity", 0.0)),
             train_langs=list(experiment.get("data", {}).get("train_langs", [])),
             mask_source_langs=list(source.get("train_langs", [])) if source else None,
-            outcome=outcome,
-            evals={p.stem[len("eval_"):]: _read_json(p)
-                   for p in sorted(folder.glob("eval_*.json"))}))
+            outcome=files.outcome, evals=files.evals))
     if not runs:
         raise UserError(f"{exp_dir}: no run folders (no */prune.json); run `sprune prune` "
                         "stages first")
@@ -553,8 +546,20 @@ def write_analysis(exp_dir: str | Path, out_dir: str | Path | None = None,
     when evaluated else dev. iou_sparsities: default every sparsity with an `iou_method` mask.
     """
     exp_dir = Path(exp_dir)
-    runs = load_runs(exp_dir)
     out = Path(out_dir) if out_dir is not None else exp_dir / "analysis"
+    runs = load_runs(exp_dir)
+    sections = analysis_sections(runs, out, metric, split, iou_method, iou_sparsities, lower)
+    atomic_write_text(out / "ANALYSIS.md", render_analysis(
+        f"{title or exp_dir.name}: analysis", f"{len(runs)} runs under {exp_dir}.", sections))
+    return out / "ANALYSIS.md"
+
+
+def analysis_sections(runs: Sequence[Run], out: Path, metric: str | None = None,
+                      split: str | None = None, iou_method: str = "omp",
+                      iou_sparsities: Sequence[float] | None = None,
+                      lower: bool | None = None) -> list[Section]:
+    """Write the CSV and PNG files of (a), (b), (c) and (e) into `out`; return their sections
+    (options as in `write_analysis`)."""
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     finished = [r for r in runs if r.outcome is not None]
@@ -575,7 +580,40 @@ def write_analysis(exp_dir: str | Path, out_dir: str | Path | None = None,
     if finished:
         sections.append(write_transfer(runs, out, split, metric))
     sections.append(write_parp_iou(runs, out))
-    text = f"# {title or exp_dir.name}: analysis\n\n{len(runs)} runs under {exp_dir}.\n\n"
-    text += "\n".join(f"## {s.title}\n\n{s.body}" for s in sections)
-    atomic_write_text(out / "ANALYSIS.md", text)
-    return out / "ANALYSIS.md"
+    return sections
+
+
+def render_analysis(title: str, intro: str, sections: Sequence[Section], level: int = 1,
+                    link_prefix: str = "") -> str:
+    """Markdown of one analysis: `title` at heading `level`, its sections one level down.
+    link_prefix is put before the links to the analysis' own files (CSV, PNG), for a report
+    that lives in another folder."""
+    text = f"{'#' * level} {title}\n\n{intro}\n\n"
+    text += "\n".join(f"{'#' * (level + 1)} {s.title}\n\n{s.body}" for s in sections)
+    if link_prefix:
+        # the sections link their files by bare name: [text](curves.csv)
+        text = re.sub(r"\]\(([\w.-]+\.(?:png|csv))\)", lambda m: f"]({link_prefix}{m.group(1)})",
+                      text)
+    return text
+
+
+def write_report(exp_dirs: Sequence[str | Path], report: str | Path, title: str,
+                 note: str = "", **options: Any) -> Path:
+    """Analyse each experiment folder into <exp_dir>/analysis/ (its files and ANALYSIS.md, as
+    `write_analysis` with `options`) and write one markdown `report` holding every analysis
+    one heading level down, its links relative to the report's folder (e.g. exp/RESULTS.md
+    over exp/<upstream>/)."""
+    report = Path(report)
+    header = f"# {title}\n\n" + (f"{note}\n\n" if note else "")
+    parts = []
+    for exp_dir in map(Path, exp_dirs):
+        out = exp_dir / "analysis"
+        runs = load_runs(exp_dir)
+        sections = analysis_sections(runs, out, **options)
+        intro = f"{len(runs)} runs under {exp_dir}."
+        atomic_write_text(out / "ANALYSIS.md",
+                          render_analysis(f"{exp_dir.name}: analysis", intro, sections))
+        prefix = Path(os.path.relpath(out.resolve(), report.parent.resolve())).as_posix() + "/"
+        parts.append(render_analysis(exp_dir.name, intro, sections, level=2, link_prefix=prefix))
+    atomic_write_text(report, header + "\n".join(parts))
+    return report

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -218,3 +219,38 @@ def test_results_table_for_error_rates(exp):
 
     with pytest.raises(UserError, match="no run reports the metric 'per'"):
         write_results(flat, metric="per")
+
+
+def test_report_combines_analyses_with_links_relative_to_it(exp, tmp_path, cli):
+    import shutil
+
+    second = exp.parent / "exp2" / "csr"
+    shutil.copytree(exp / "fr", second / "fr")
+    report = exp.parent / "RESULTS.md"
+    done = cli("analyze", exp, second, "--report", report, "--title", "Study", "--note",
+               "One seed.")
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    assert text.startswith("# Study\n\nOne seed.\n\n## exp\n")
+    assert "\n## csr\n" in text and "\n### (a) Pruning curves and fine-tuning passes\n" in text
+    # every linked file exists relative to the report (each analysis has its own folder)
+    links = re.findall(r"\]\(([^)]+\.(?:png|csv))\)", text)
+    assert "exp/analysis/curves.csv" in links and "exp2/csr/analysis/curves.csv" in links
+    assert all((report.parent / link).is_file() for link in links)
+    # each folder still gets its own ANALYSIS.md, links relative to itself
+    own = (second / "analysis" / "ANALYSIS.md").read_text()
+    assert own.startswith("# csr: analysis") and "](curves.csv)" in own
+    for args, message in (((exp, second), "--report"),
+                          ((exp, "--report", report, "--out", tmp_path / "o"), "--out")):
+        done = cli("analyze", *args)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_results_and_analyze_name_an_unreadable_run_file(exp, cli):
+    (exp / "en" / "dense" / "eval_test.json").write_text("{not json")
+    for command in ("results", "analyze"):
+        folder = exp / "en" if command == "results" else exp
+        done = cli(command, folder)
+        assert done.returncode == 2, done.stderr
+        assert "en/dense/eval_test.json" in done.stderr and "re-run the stage" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
