@@ -204,6 +204,24 @@ def test_shrink_command_writes_a_loadable_upstream(tmp_path, shrink_cli, capsys,
     assert "parameters" in capsys.readouterr().out
 
 
+def test_shrink_skips_an_out_newer_than_the_masks(tmp_path, shrink_cli, capsys):
+    import os
+
+    trained_masks(tmp_path)
+    out = tmp_path / "shrunk"
+    assert shrink_cli("--run", tmp_path / "run", "--out", out) == 0
+    capsys.readouterr()
+    assert shrink_cli("--run", tmp_path / "run", "--out", out) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert shrink_cli("--run", tmp_path / "run", "--out", out, "--force") == 0
+    assert "parameters" in capsys.readouterr().out
+    # masks trained further (newer than the shrunk model): shrink again
+    later = (out / "config.json").stat().st_mtime + 10
+    os.utime(tmp_path / "run" / "masks" / "masks.safetensors", (later, later))
+    assert shrink_cli("--run", tmp_path / "run", "--out", out) == 0
+    assert "parameters" in capsys.readouterr().out
+
+
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("sprune shrink: error: ")

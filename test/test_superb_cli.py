@@ -130,3 +130,15 @@ def test_speaker_verification_reads_the_best_checkpoint_and_several_results_are_
     (tmp_path / "SV" / "evaluate" / "test" / "best_result.yaml").write_text(
         yaml.safe_dump({"EER": 0.05}))
     assert read_task_result("SV", tmp_path / "SV") == {"SV": pytest.approx(5.0)}
+
+
+def test_finished_says_whether_a_task_has_its_test_result(tmp_path, cli):
+    done = cli("superb", "finished", "--task", "IC", "--out", tmp_path / "IC")
+    assert done.returncode == 1 and "no test result yet" in done.stdout
+    write_result(tmp_path, "IC", {"accuracy": 0.5})
+    done = cli("superb", "finished", "--task", "IC", "--out", tmp_path / "IC")
+    assert done.returncode == 0 and "IC finished: IC 50.00" in done.stdout
+    # a result collect would refuse is an error, not "finished" (nor "run it again")
+    write_result(tmp_path, "SF", {"accuracy": 0.5})
+    done = cli("superb", "finished", "--task", "SF", "--out", tmp_path / "SF")
+    assert done.returncode == 2 and "no 'slot_type_f1'" in done.stderr

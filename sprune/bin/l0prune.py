@@ -85,5 +85,6 @@ def run(args: argparse.Namespace) -> int:
     if args.shrink:
         from sprune.bin import shrink
 
-        return shrink.run(argparse.Namespace(masks=None, run=str(out), out=args.shrink))
+        return shrink.run(argparse.Namespace(masks=None, run=str(out), out=args.shrink,
+                                             force=False))
     return 0

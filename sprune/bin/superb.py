@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     command.add_argument("--root", required=True, help="the task's dataset root")
     command.add_argument("--out", required=True, help="s3prl target_dir of the task")
     command.add_argument("--config", help="s3prl YAML overriding the task's default config")
+    finished = sub.add_parser("finished", help="exit 0 when a task's s3prl run has its test "
+                                               "result, 1 when it has none yet")
+    finished.add_argument("--task", required=True, choices=sorted(PROBLEMS))
+    finished.add_argument("--out", required=True, help="s3prl target_dir of the task")
     collect = sub.add_parser("collect", help="Table 1 with the SUPERB score from s3prl results")
     collect.add_argument("--row", action="append", required=True, metavar="NAME=DIR",
                          help="an upstream's SUPERB folder holding <TASK>/ runs (repeatable)")
@@ -55,7 +59,21 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     return {"export": _export, "command": _command, "collect": _collect,
-            "check": _check}[args.action](args)
+            "check": _check, "finished": _finished}[args.action](args)
+
+
+def _finished(args: argparse.Namespace) -> int:
+    """0: the task has the one test result `collect` reads (printed); 1: no result yet. A
+    result `collect` would refuse (several, or without the task's metric) is a UserError."""
+    from sprune.superb.s3prl_tasks import task_result_or_none
+
+    metrics = task_result_or_none(args.task, args.out)
+    if metrics is None:
+        print(f"{args.out}: {args.task} has no test result yet")
+        return 1
+    print(f"{args.out}: {args.task} finished: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -72,6 +72,16 @@ def read_task_result(task: str, task_dir: str | os.PathLike) -> dict[str, float]
     return metrics
 
 
+def task_result_or_none(task: str, task_dir: str | os.PathLike) -> dict[str, float] | None:
+    """`read_task_result`, or None while the task has written no result (not run, or not
+    at its test stage yet): what a recipe asks before (re-)running a task."""
+    if not (result_files(task_dir) or list(Path(task_dir).glob(f"evaluate/*/{BEST_RESULT_FILE}"))):
+        if task not in RESULT_KEYS:
+            raise UserError(f"unknown SUPERB task '{task}'; known: {', '.join(RESULT_KEYS)}")
+        return None
+    return read_task_result(task, task_dir)
+
+
 def collect_results(row_dir: str | os.PathLike, tasks: list[str] | None = None
                     ) -> dict[str, float]:
     """All task metrics of one upstream: `<row_dir>/<TASK>/` for each finished task."""

@@ -38,7 +38,7 @@ help_message="Usage: $0 [options]
   --prune-config FILE   structured-pruning YAML (default $prune_config)
   --prune-opts S        more sprune l0prune options (default \"$prune_opts\")
   --downstream-opts S   more sprune downstream options (default \"$downstream_opts\")
-  --tag NAME            experiment name (default: <config name>_<langs>)
+  --tag NAME            experiment name (default: <config name>_<langs>[_<hash of --prune-opts>])
   --threads N           torch CPU threads (default $threads; 0: torch's choice)"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -48,7 +48,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 langs_tag=$(echo "$langs" | tr ',' '_')
 data=data/$langs_tag
-tag=${tag:-$(basename "$prune_config" .yaml)_$langs_tag}
+# other --prune-opts are another experiment: their hash joins the default name
+tag=${tag:-$(basename "$prune_config" .yaml)_$langs_tag${prune_opts:+_$(echo "$prune_opts" | md5sum | cut -c1-6)}}
 exp=exp/$tag
 
 log() { echo "$(date '+%H:%M:%S') [run.sh] $*"; }
@@ -73,13 +74,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  # skipped only while the shrunk model is newer than the masks it was made from
-  if [ -f "$exp/shrunk/config.json" ] && [ "$exp/shrunk/config.json" -nt "$exp/prune/masks/masks.json" ]; then
-    log "stage 3: $exp/shrunk is up to date; skipping"
-  else
-    log "stage 3: shrinking -> $exp/shrunk"
-    sprune shrink --run "$exp/prune" --out "$exp/shrunk"
-  fi
+  log "stage 3: shrinking -> $exp/shrunk (kept while newer than the masks)"
+  sprune shrink --run "$exp/prune" --out "$exp/shrunk"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then

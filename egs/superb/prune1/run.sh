@@ -44,7 +44,7 @@ help_message="Usage: $0 [options]
   --superb-tasks LIST    SUPERB tasks (default: $superb_tasks)
   --superb-roots LIST    TASK=DIR dataset roots; tasks without one are skipped
   --superb-dense BOOL    also evaluate the dense upstream (default $superb_dense)
-  --tag NAME             experiment name (default: <config name>)
+  --tag NAME             experiment name (default: <config name>[_<hash of --prune-opts>])
   --threads N            torch CPU threads (default $threads: torch's choice)"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -52,7 +52,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
 
-tag=${tag:-$(basename "$prune_config" .yaml)}
+# other --prune-opts are another experiment: their hash joins the default name
+tag=${tag:-$(basename "$prune_config" .yaml)${prune_opts:+_$(echo "$prune_opts" | md5sum | cut -c1-6)}}
 exp=exp/$tag
 train_dir=data/train_960
 [ "$train_sets" = "train-clean-100 train-clean-360 train-other-500" ] || \
@@ -92,13 +93,8 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  # skipped only while the shrunk model is newer than the masks it was made from
-  if [ -f "$exp/shrunk/config.json" ] && [ "$exp/shrunk/config.json" -nt "$exp/prune/masks/masks.json" ]; then
-    log "stage 3: $exp/shrunk is up to date; skipping"
-  else
-    log "stage 3: shrinking -> $exp/shrunk"
-    sprune shrink --run "$exp/prune" --out "$exp/shrunk"
-  fi
+  log "stage 3: shrinking -> $exp/shrunk (kept while newer than the masks)"
+  sprune shrink --run "$exp/prune" --out "$exp/shrunk"
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
@@ -132,10 +128,14 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     for row in $rows; do
       name=${row%%=*}
       out=$exp/superb/$name/$task
-      if compgen -G "$out/evaluate/*/*/result.yaml" >/dev/null; then
-        log "stage 5: $task ($name): finished before; skipping"
-        continue
-      fi
+      # 0: the task has its test result; 1: not yet; 2: a result collect would refuse
+      status=0
+      sprune superb finished --task "$task" --out "$out" > /dev/null || status=$?
+      case $status in
+        0) log "stage 5: $task ($name): finished before; skipping"; continue ;;
+        1) ;;
+        *) exit "$status" ;;
+      esac
       config=()
       [ -f "conf/superb/$task.yaml" ] && config=(--config "conf/superb/$task.yaml")
       cmd=$(sprune superb command --task "$task" --upstream "${row#*=}" --root "$root" \
