@@ -56,3 +56,18 @@ def test_read_json_object_names_the_file_and_the_fix(tmp_path, content, message)
     if content is None:
         path.write_text('{"ok": true}')
         assert read_json_object(path) == {"ok": True}
+
+
+def test_atomic_writes_get_the_modes_of_ordinary_files(tmp_path):
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "result.json", "{}")
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == stat.S_IMODE(
+        plain.stat().st_mode)
+    (tmp_path / "plain_dir").mkdir()
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "f").write_text("y")
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == stat.S_IMODE(
+        (tmp_path / "plain_dir").stat().st_mode)
