@@ -355,7 +355,8 @@ class CTCExperiment(Experiment):
         torch.manual_seed(self.config.train.seed)
         c = self.config.ctc
         return CTCModel(copy.deepcopy(self._upstream), self.upstream_config.embed_dim,
-                        self.tokenizer.vocab_size, layer=c.layer, dropout=c.dropout)
+                        self.tokenizer.vocab_size, layer=c.layer, dropout=c.dropout,
+                        head_lr_scale=c.head_lr_scale)
 
     def evaluate(self, model: nn.Module, dataset: AudioDataset | None = None) -> dict[str, float]:
         c = self.config.ctc

@@ -1,11 +1,13 @@
 """The CTC ASR recipes through their run.sh on tiny fixtures laid out like the real corpora:
 egs/commonvoice/asr1 (data, phonemize, dense, OMP, evaluation, results, mask transfer with
 --mask-from) and egs/librispeech/asr1 (data, dense, evaluation), with a tiny random upstream
-and a few updates; plus the option errors of the shared egs/TEMPLATE/asr1/asr.sh and of
-egs/mini_minds/asr1/run.sh (whose full study is too long for a test: README gives its run)."""
+and a few updates; egs/mini_minds/asr1/run.sh's whole study at a tiny size (its default
+study is too long for a test: README gives its run); and the option errors of the shared
+egs/TEMPLATE/asr1/asr.sh and of the mini run.sh."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -161,3 +163,31 @@ def test_mini_asr_run_sh_options(tmp_path, env):
     assert done.returncode == 0 and "--curve-langs LIST" in done.stdout
     done = run(recipe, env, "--curve-langs", "nl-NL")
     assert done.returncode == 2 and "nl-NL is not in --langs" in done.stderr
+
+
+def test_mini_asr_run_sh_tiny_study_writes_the_report(tmp_path, env, upstream):
+    # The whole mini study at a tiny size: two languages, two methods at one sparsity, two
+    # updates per run, a tiny random upstream for both settings; stages 1-6.
+    recipe = recipe_copy(tmp_path, "mini_minds")
+    (tmp_path / "egs" / "mini_minds" / "ic1").symlink_to(REPO / "egs" / "mini_minds" / "ic1")
+    done = run(recipe, env, "--langs", "en-US,fr-FR", "--curve-langs", "en-US",
+               "--csr-langs", "fr-FR", "--methods", "omp parp", "--sparsities", "0.5",
+               "--synth-opts", "--speakers 3 --phrasings 1 --speakers-per-phrasing 1,1,1",
+               "--lsr-upstream", upstream, "--csr-upstream", upstream, "--prune-opts", SHORT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    exp = recipe / "exp"
+    en = exp / "tiny_hubert_en"
+    for run_dir in ("en-US/dense", "en-US/omp_s0.5", "en-US/parp_s0.5", "fr-FR/omp_s0.5",
+                    "transfer/en-US_to_fr-FR/omp_s0.5", "transfer/en-US_to_fr-FR/parp_s0.5",
+                    "transfer/fr-FR_to_fr-FR/parp_s0.5", "joint/omp_s0.5"):
+        assert (en / run_dir / "eval_test.json").is_file(), run_dir
+    assert not (en / "transfer" / "fr-FR_to_fr-FR" / "omp_s0.5").exists()  # the baseline is fr-FR's
+    assert (exp / "tiny_hubert_all" / "fr-FR" / "omp_s0.5" / "mask").is_dir()
+    report = (exp / "RESULTS.md").read_text()
+    assert report.startswith("# Mini ASR study")
+    assert "\n## tiny_hubert_en\n" in report and "\n## tiny_hubert_all\n" in report
+    for section in ("(a) Pruning curves", "(b) IOU of omp masks", "(c) Cross-lingual",
+                    "(e) PARP"):
+        assert section in report
+    links = re.findall(r"\]\(([^)]+\.(?:png|csv))\)", report)
+    assert links and all((exp / link).is_file() for link in links)

@@ -351,3 +351,25 @@ def test_training_through_the_trainer(tmp_path, make_data_dir):
     evals = [e for e in events if e["event"] == "eval"]
     assert evals and {"wer", "cer", "wer/en-US"} <= set(evals[-1])
     assert 0.0 <= evals[-1]["cer"]
+
+
+def test_head_learning_rate_scale_reaches_the_optimizer(tmp_path, make_data_dir):
+    path = make_data_dir(tmp_path, n_utts=4, seconds=(0.3, 0.4))
+    data = DataDir.load(path)
+    tok = build_tokenizer("char", data.text.values())
+    model = CTCModel(FakeUpstream(), embed_dim=8, vocab_size=tok.vocab_size, head_lr_scale=10.0)
+    config = TrainConfig(max_steps=2, batch_size=2, lr=1e-3, warmup_ratio=0.0, eval_every=2,
+                         save_every=2, device="cpu")
+    trainer = Trainer(model, AudioDataset(data, preload=True), CTCCollate(tok), config,
+                      tmp_path / "exp", show_progress=False)
+    head = {id(p) for p in model.head.parameters()}
+    scales = {id(p): group.get("lr_scale", 1.0) for group in trainer.optimizer.param_groups
+              for p in group["params"]}
+    assert {scales[i] for i in head} == {10.0}
+    assert {s for i, s in scales.items() if i not in head} == {1.0}
+    assert len(scales) == sum(1 for p in model.parameters() if p.requires_grad)
+    trainer.fit()
+    lrs = {group.get("lr_scale", 1.0): group["lr"] for group in trainer.optimizer.param_groups}
+    assert lrs[10.0] == pytest.approx(10 * lrs[1.0])
+    with pytest.raises(UserError, match="head_lr_scale"):
+        CTCModel(FakeUpstream(), embed_dim=8, vocab_size=tok.vocab_size, head_lr_scale=0.0)

@@ -29,6 +29,7 @@ from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.data.tokenizer import BLANK_ID, PhoneTokenizer, Tokenizer
 from sprune.errors import UserError
 from sprune.tasks.ctc_decode import LMScorer, decode_batch
+from sprune.train import param_groups
 
 
 def required_frames(targets: Tensor, target_lengths: Tensor) -> Tensor:
@@ -72,6 +73,8 @@ class CTCConfig:
                                      # vocabulary); default: built from the training text
     layer: int = -1                  # hidden state the linear head reads (-1: last layer)
     dropout: float = 0.1
+    head_lr_scale: float = 1.0       # the fresh head's learning rate = the schedule's x this
+                                     # (the pretrained upstream follows the schedule itself)
     decoder: Literal["greedy", "beam"] = "greedy"
     beam: int = 8
     beam_prune: float | None = None  # beam: try only labels with probability >= this
@@ -130,12 +133,23 @@ class CTCModel(nn.Module):
     """
 
     def __init__(self, upstream: nn.Module, embed_dim: int, vocab_size: int, layer: int = -1,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, head_lr_scale: float = 1.0) -> None:
         super().__init__()
+        if not head_lr_scale > 0:
+            raise UserError(f"ctc.head_lr_scale: {head_lr_scale} must be positive")
         self.upstream = upstream
         self.layer = layer
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(embed_dim, vocab_size)
+        self.head_lr_scale = head_lr_scale
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The Trainer's AdamW groups: the upstream's at the scheduled learning rate, the
+        linear head's at `head_lr_scale` times it."""
+        groups = param_groups(self.upstream, weight_decay)
+        for group in param_groups(self.head, weight_decay):
+            groups.append({**group, "lr_scale": self.head_lr_scale})
+        return [group for group in groups if group["params"]]
 
     def log_probs(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Per-frame log-probabilities [B, T', V] (float32) and valid frames [B]."""

@@ -99,37 +99,11 @@ if [ -n "$mask_from" ]; then
 fi
 
 # Jobs of a stage run $nj at a time; each writes its output to $expdir/log/<name>.log and a
-# failed one is named with the end of its log.
-mkdir -p "$expdir/log"
-declare -A job_names=()
-failed=0
-job_done() {   # job_done PID STATUS
-  local name=${job_names[$1]}
-  unset "job_names[$1]"
-  if [ "$2" -ne 0 ]; then
-    failed=1
-    echo "$0: $name failed (exit $2); end of $expdir/log/$name.log:" >&2
-    tail -n 5 "$expdir/log/$name.log" >&2
-  else
-    tail -n 1 "$expdir/log/$name.log"
-  fi
-}
-reap_one() {
-  local pid= status=0
-  wait -n -p pid || status=$?
-  [ -z "$pid" ] || job_done "$pid" "$status"
-}
-spawn() {  # spawn NAME COMMAND...: run in the background once fewer than $nj are running
-  local name=$1
-  shift
-  while [ "${#job_names[@]}" -ge "$nj" ]; do reap_one; done
-  "$@" > "$expdir/log/$name.log" 2>&1 &
-  job_names[$!]=$name
-}
-finish_stage() {
-  while [ "${#job_names[@]}" -gt 0 ]; do reap_one; done
-  [ "$failed" -eq 0 ] || { echo "$0: stage $1 failed (see above)" >&2; exit 1; }
-}
+# failed one is named with the end of its log (egs/TEMPLATE/job_pool.sh; asr.sh is a symlink
+# in the recipes, so the pool is found beside its target).
+pool_log_dir=$expdir/log
+# shellcheck disable=SC1091
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
 
 if run_stage 1; then
   # The stamp names the data options, so other languages or seeds prepare the data again.
@@ -184,6 +158,16 @@ if run_stage 3 && [ -z "$mask_from" ]; then
   sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${tests[@]}" "${extra[@]}"
 fi
 
+# run_done DIR: the run finished and has each test set's result (newer than outcome.json), as
+# `sprune prune` would find it; checked here to save a torch start-up per finished run
+run_done() {
+  [ -f "$1/outcome.json" ] || return 1
+  local t
+  for t in $test_sets; do
+    [ "$1/eval_$(basename "$t").json" -nt "$1/outcome.json" ] || return 1
+  done
+}
+
 # prune_run METHOD SPARSITY [--no-retrain]: one method at one sparsity
 prune_run() {
   local m=$1 s=$2 source=()
@@ -200,21 +184,26 @@ prune_run() {
 if run_stage 4 && [ -z "$mask_from" ]; then
   for m in $methods; do
     for s in $sparsities; do
+      run_done "$expdir/${m}_s$s" && continue
       log "stage 4: $m at sparsity $s -> $expdir/${m}_s$s"
-      spawn "prune.${m}_s$s" prune_run "$m" "$s" --no-retrain
+      pool_spawn "prune.${m}_s$s" prune_run "$m" "$s" --no-retrain
     done
   done
-  finish_stage 4
+  pool_finish "stage 4"
 fi
 
 if run_stage 5; then
   for m in $methods; do
     for s in $sparsities; do
+      if run_done "$expdir/${m}_s$s"; then
+        log "stage 5: $m at sparsity $s: finished (and decoded) before"
+        continue
+      fi
       log "stage 5: $m at sparsity $s: fine-tune the subnetwork${mask_from:+ (mask from $mask_from)}"
-      spawn "retrain.${m}_s$s" prune_run "$m" "$s"
+      pool_spawn "retrain.${m}_s$s" prune_run "$m" "$s"
     done
   done
-  finish_stage 5
+  pool_finish "stage 5"
 fi
 
 if run_stage 6; then
@@ -226,10 +215,10 @@ if run_stage 6; then
       result=$run/eval_$name.json
       if [ -f "$result" ] && [ "$result" -nt "$run/outcome.json" ]; then continue; fi
       log "stage 6: decode $run on $test_set"
-      spawn "eval_$name.$(basename "$run")" sprune evaluate "$run" --data "$test_set" --name "$name"
+      pool_spawn "eval_$name.$(basename "$run")" sprune evaluate "$run" --data "$test_set" --name "$name"
     done
   done
-  finish_stage 6
+  pool_finish "stage 6"
 fi
 
 if run_stage 7; then

@@ -82,6 +82,7 @@ help_message="Usage: $0 [options]
 
 . ./path.sh
 . utils/parse_options.sh
+. ../../TEMPLATE/job_pool.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
 
 exp=exp${tag:+/$tag}
@@ -149,6 +150,9 @@ fi
 
 if run_stage 3; then
   s=$transfer_sparsity
+  # one asr.sh per (source, target) pair, $nj pairs at once with one run each: pairs with a
+  # single run (same language) would leave a core idle inside one asr.sh
+  pool_log_dir=$exp/tiny_hubert_en/transfer/log
   for src in "${lang_list[@]}"; do
     for tgt in $transfer_targets; do
       # the same-language omp run is the grid's baseline already; PARP's is PARP from the
@@ -157,11 +161,12 @@ if run_stage 3; then
       [ "$src" != "$tgt" ] || methods_here=$(echo " $transfer_methods " | sed 's/ omp / /')
       [ -n "${methods_here// /}" ] || continue
       log "stage 3: OMP mask of $src fine-tuned on $tgt: $methods_here"
-      asr "tiny_hubert_en/transfer/${src}_to_$tgt" "$lsr_upstream" "data/$tgt" --stage 5 \
-        --stop-stage 6 --methods "$methods_here" --sparsities "$s" \
-        --mask-from "$exp/tiny_hubert_en/$src" --mask-method omp
+      pool_spawn "${src}_to_$tgt" asr "tiny_hubert_en/transfer/${src}_to_$tgt" "$lsr_upstream" \
+        "data/$tgt" --stage 5 --stop-stage 6 --methods "$methods_here" --sparsities "$s" \
+        --mask-from "$exp/tiny_hubert_en/$src" --mask-method omp --nj 1
     done
   done
+  pool_finish "stage 3"
 fi
 
 if run_stage 4; then
@@ -183,23 +188,14 @@ if run_stage 5; then
 fi
 
 if run_stage 6; then
-  {
-    echo "# Mini ASR study (paper 001 at toy scale)"
-    echo
-    echo "Corpus: synthetic espeak-ng speech, languages $langs (seed $seed), char CTC,"
-    echo "fine-tuning config $finetune_config${prune_opts:+ with $prune_opts}; test $metric in %."
-    echo
-  } > "$exp/RESULTS.md.tmp"
-  for name in tiny_hubert_en tiny_hubert_all; do
-    [ -d "$exp/$name" ] || continue
-    log "stage 6: sprune analyze $exp/$name"
-    sprune analyze "$exp/$name" --split test --metric "$metric" --title "$name" > /dev/null
-    # one level down, and links relative to exp/
-    sed -e 's/^#/##/' -e "s#](\([A-Za-z0-9_.-]*\.\(png\|csv\)\))#]($name/analysis/\1)#g" \
-      "$exp/$name/analysis/ANALYSIS.md" >> "$exp/RESULTS.md.tmp"
-    echo >> "$exp/RESULTS.md.tmp"
-  done
-  mv "$exp/RESULTS.md.tmp" "$exp/RESULTS.md"
+  exps=()
+  for name in tiny_hubert_en tiny_hubert_all; do [ ! -d "$exp/$name" ] || exps+=("$exp/$name"); done
+  [ ${#exps[@]} -gt 0 ] || { echo "$0: stage 6: no experiments under $exp (run stages 2-5 first)" >&2; exit 2; }
+  log "stage 6: sprune analyze ${exps[*]} -> $exp/RESULTS.md"
+  sprune analyze "${exps[@]}" --split test --metric "$metric" --report "$exp/RESULTS.md" \
+    --title "Mini ASR study (paper 001 at toy scale)" \
+    --note "Corpus: synthetic espeak-ng speech, languages $langs (seed $seed), char CTC, fine-tuning config $finetune_config${prune_opts:+ with $prune_opts}; test $metric in %." \
+    > /dev/null
   log "wrote $exp/RESULTS.md (all tables) and $exp/*/analysis/ (CSV, PNG)"
 fi
 log "done"

@@ -1,0 +1,43 @@
+# Sourced by recipe scripts: run commands in the background, at most $nj at once (Kaldi's
+# run.pl in spirit). Set `nj` and `pool_log_dir` before spawning.
+#
+#   pool_spawn NAME COMMAND...   start COMMAND once fewer than $nj run; its output goes to
+#                                $pool_log_dir/NAME.log
+#   pool_finish STAGE            wait for every job; on a failure (each is named with the end of
+#                                its log) exit 1 naming STAGE
+# A finished job prints the last line of its log.
+declare -A pool_jobs=()
+pool_failed=0
+pool_log_dir=${pool_log_dir:-log}
+
+pool_job_done() {   # pool_job_done PID STATUS
+  local name=${pool_jobs[$1]}
+  unset "pool_jobs[$1]"
+  if [ "$2" -ne 0 ]; then
+    pool_failed=1
+    echo "$0: $name failed (exit $2); end of $pool_log_dir/$name.log:" >&2
+    tail -n 5 "$pool_log_dir/$name.log" >&2
+  else
+    tail -n 1 "$pool_log_dir/$name.log"
+  fi
+}
+
+pool_reap_one() {
+  local pid= status=0
+  wait -n -p pid || status=$?
+  [ -z "$pid" ] || pool_job_done "$pid" "$status"
+}
+
+pool_spawn() {
+  local name=$1
+  shift
+  while [ "${#pool_jobs[@]}" -ge "$nj" ]; do pool_reap_one; done
+  mkdir -p "$pool_log_dir"
+  "$@" > "$pool_log_dir/$name.log" 2>&1 &
+  pool_jobs[$!]=$name
+}
+
+pool_finish() {
+  while [ "${#pool_jobs[@]}" -gt 0 ]; do pool_reap_one; done
+  [ "$pool_failed" -eq 0 ] || { echo "$0: $1 failed (see above)" >&2; exit 1; }
+}
