@@ -588,8 +588,12 @@ def render_analysis(title: str, intro: str, sections: Sequence[Section], level: 
     """Markdown of one analysis: `title` at heading `level`, its sections one level down.
     link_prefix is put before the links to the analysis' own files (CSV, PNG), for a report
     that lives in another folder."""
+    # section bodies hold their own headings, written for level 1: they move down with it
+    deeper = "#" * (level - 1)
     text = f"{'#' * level} {title}\n\n{intro}\n\n"
-    text += "\n".join(f"{'#' * (level + 1)} {s.title}\n\n{s.body}" for s in sections)
+    text += "\n".join(f"{'#' * (level + 1)} {s.title}\n\n"
+                       + re.sub(r"^(#+) ", rf"{deeper}\1 ", s.body, flags=re.M)
+                       for s in sections)
     if link_prefix:
         # the sections link their files by bare name: [text](curves.csv)
         text = re.sub(r"\]\(([\w.-]+\.(?:png|csv))\)", lambda m: f"]({link_prefix}{m.group(1)})",

@@ -233,6 +233,8 @@ def test_report_combines_analyses_with_links_relative_to_it(exp, tmp_path, cli):
     text = report.read_text()
     assert text.startswith("# Study\n\nOne seed.\n\n## exp\n")
     assert "\n## csr\n" in text and "\n### (a) Pruning curves and fine-tuning passes\n" in text
+    assert f"\n#### {EN}\n" in text and "\n#### 50 % sparsity\n" in text   # nested one deeper
+    assert f"\n### {EN}\n" in (exp / "analysis" / "ANALYSIS.md").read_text()
     # every linked file exists relative to the report (each analysis has its own folder)
     links = re.findall(r"\]\(([^)]+\.(?:png|csv))\)", text)
     assert "exp/analysis/curves.csv" in links and "exp2/csr/analysis/curves.csv" in links
