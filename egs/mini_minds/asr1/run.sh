@@ -17,15 +17,15 @@
 #      shared subnetwork is decoded per language (Fig. 4 right)
 #   5  CSR: as stage 2 on the all-language upstream for --csr-langs (OMP masks only for those
 #      not in --curve-langs);
-#      when --csr-upstream does not exist, ../ssl1 pretrains it first (about 45 min, 1 core)
+#      when --csr-upstream does not exist, ../ssl1 pretrains it first (about 16 min: corpus
+#      3.5 min, pretraining 12 min on one core of the idle machine)
 #   6  analysis: `sprune analyze` per upstream -> exp/<upstream>/analysis/ (CSV, PNG,
 #      ANALYSIS.md) and all tables in exp/RESULTS.md
 #
 # exp/tiny_hubert_en/<lang>/<method>_s<S>/ holds the LSR (en-US) and H2L runs,
 # exp/tiny_hubert_en/{transfer,joint}/ stages 3-4, exp/tiny_hubert_all/<lang>/ the CSR runs.
-# The defaults are a small study (3 languages, 3 sparsities, 120 updates per fine-tuning):
-# about 72 fine-tunings of ~78 CPU-s each (README: measured pieces), ~47 min on 2 idle cores;
-# --sparsities "0.5 0.7" or --transfer-targets fr-FR make it shorter. A fuller study, e.g.
+# The defaults are a small study (3 languages, 3 sparsities, 120 updates of 2 utterances per
+# fine-tuning, 72 runs): 27 min on 2 idle cores (README, Results). A fuller study, e.g.
 #   ./run.sh --langs en-US,fr-FR,de-DE,nl-NL,es-ES --curve-langs "en-US fr-FR nl-NL" \
 #            --sparsities "0.1 0.3 0.5 0.7 0.9" --prune-opts "--set train.max_steps=1000" --tag full
 set -euo pipefail
@@ -179,7 +179,7 @@ if run_stage 5; then
   if [ ! -f "$csr_upstream/config.json" ]; then
     built=../ssl1/exp/pretrain_all/upstream
     if [ ! -f "$built/config.json" ]; then
-      log "stage 5: $csr_upstream not found: pretraining it with ../ssl1 (about 45 min on one core)"
+      log "stage 5: $csr_upstream not found: pretraining it with ../ssl1 (about 16 min)"
       (cd ../ssl1 && ./run.sh --langs all --threads "$threads" --stop-stage 2 --tag pretrain_all)
     fi
     csr_upstream=$built
