@@ -40,7 +40,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from sprune.errors import UserError
 from sprune.io import atomic_path, atomic_write_text
 from sprune.prune.mask import MASK_FILE, Mask
-from sprune.report import DEFAULT_METRICS, METHOD_ORDER, langs_tag, lower_is_better
+from sprune.report import (DEFAULT_METRICS, METHOD_ORDER, langs_tag, line_styles,
+                           lower_is_better, outside_legend)
 from sprune.runs import read_run
 
 HARD_MASK_METHODS = ("rp", "mpi", "omp")   # fine-tune a fixed subnetwork
@@ -210,7 +211,7 @@ def _pyplot():
 
 def _save_figure(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     _pyplot().close(fig)
 
 
@@ -338,6 +339,7 @@ def plot_curves(runs: Sequence[Run], split: str, metric: str, lower: bool, title
                 path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    styles = line_styles()
     for method in dict.fromkeys(r.method for r in runs):
         group = sorted((r for r in runs if r.method == method), key=lambda r: r.target_sparsity)
         if method == "dense":
@@ -345,12 +347,12 @@ def plot_curves(runs: Sequence[Run], split: str, metric: str, lower: bool, title
                        label="dense")
             continue
         ax.plot([100 * r.target_sparsity for r in group],
-                [100 * r.score(split, metric) for r in group], marker="o", label=method)
+                [100 * r.score(split, metric) for r in group], label=method, **next(styles))
     ax.set_xlabel("target sparsity (%)")
     ax.set_ylabel(f"{split} {metric} (%, {'lower' if lower else 'higher'} is better)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    outside_legend(ax)
     fig.tight_layout()
     _save_figure(fig, path)
 
@@ -511,14 +513,15 @@ def write_parp_iou(runs: Sequence[Run], out: Path) -> Section:
         if r.source is None:
             lines.setdefault(f"{r.method} {r.setting}", []).append((100 * r.target_sparsity,
                                                                     100 * iou))
+    styles = line_styles()
     for label, points in sorted(lines.items()):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=label, **next(styles))
     ax.set_xlabel("target sparsity (%)")
     ax.set_ylabel("IOU of final and initial mask (%)")
     ax.grid(alpha=0.3)
     if lines:
-        ax.legend()
+        outside_legend(ax)
     fig.tight_layout()
     _save_figure(fig, out / "parp_initial_iou.png")
     return Section("(e) PARP: final vs initial subnetwork",

@@ -16,7 +16,7 @@ import io
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sprune.errors import UserError
 from sprune.io import atomic_path, atomic_write_text
@@ -27,6 +27,19 @@ METHOD_ORDER = ("dense", "rp", "mpi", "omp", "imp", "parp", "parp-p")
 ERROR_METRICS = ("wer", "cer", "per", "loss", "ppl", "perplexity", "error")
 # Preferred metric when none is asked for, among those the runs report.
 DEFAULT_METRICS = ("accuracy", "per", "wer", "cer")
+
+
+def line_styles() -> Iterator[dict[str, Any]]:
+    """Endless matplotlib `plot` styles for the methods of one figure: hollow markers of
+    distinct shapes, so methods that land on the same point stay visible."""
+    for marker in itertools.cycle("osD^vP<X>*"):
+        yield {"marker": marker, "markersize": 8, "markerfacecolor": "none",
+               "markeredgewidth": 1.5}
+
+
+def outside_legend(ax: Any) -> None:
+    """The legend right of the axes, where it hides no line (save with bbox_inches='tight')."""
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9)
 
 
 def lower_is_better(metric: str) -> bool:
@@ -191,8 +204,7 @@ def plot_metric_vs_sparsity(runs: list[RunResult], metric: str, path: Path,
     by_line: dict[str, list[RunResult]] = {}
     for r in runs:
         by_line.setdefault(line_label(r, settings), []).append(r)
-    # Hollow markers of distinct shapes keep methods that land on the same point visible.
-    markers = itertools.cycle("osD^vP<X>*")
+    styles = line_styles()
     for label, group in by_line.items():
         points = sorted((100 * r.sparsity, 100 * r.score(split, metric)) for r in group
                         if r.score(split, metric) is not None)
@@ -202,15 +214,14 @@ def plot_metric_vs_sparsity(runs: list[RunResult], metric: str, path: Path,
             ax.axhline(points[0][1], linestyle="--", label=label,
                        color="grey" if not settings else None)
             continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=next(markers),
-                markersize=8, markerfacecolor="none", markeredgewidth=1.5, label=label)
+        ax.plot([p[0] for p in points], [p[1] for p in points], label=label, **next(styles))
     ax.set_xlabel("sparsity of the pruned weights (%)")
     ax.set_ylabel(f"{split} {metric} (%, {'lower' if lower else 'higher'} is better)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    outside_legend(ax)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
