@@ -35,7 +35,8 @@ RESULT_KEYS = {"PR": {"per": "PR"}, "ASR": {"wer": "ASR"}, "KS": {"accuracy": "K
                "SF": {"slot_type_f1": "SF_F1", "slot_value_cer": "SF_CER"}}
 RESULT_FILE = "result.yaml"
 BEST_RESULT_FILE = "best_result.yaml"   # speaker verification: the best checkpoint's EER
-# What `import s3prl.problem` needed beside sprune's pinned stack (checked one by one).
+# What `import s3prl.problem` needed beside the rest of sprune's stack (found one by one;
+# pinned in tools/requirements.txt since session 3).
 EXTRA_PACKAGES = ("pandas", "pytz", "tzdata", "tensorboard", "absl-py", "sed_eval",
                   "dcase_util", "six", "future", "validators")
 
@@ -98,9 +99,10 @@ def check_problems() -> None:
     a `UserError` naming it. s3prl 0.4.18's `s3prl.problem` imports every task at package
     import, HEAR ones included; beside sprune's venv it needed (found one at a time) the
     packages in `EXTRA_PACKAGES`."""
-    from sprune.upstream.s3prl_bridge import install_torchaudio_shim
+    from sprune.upstream.s3prl_bridge import install_pandas_shim, install_torchaudio_shim
 
     install_torchaudio_shim()
+    install_pandas_shim()
     try:
         import s3prl.problem  # noqa: F401
     except ModuleNotFoundError as err:

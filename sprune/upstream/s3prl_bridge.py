@@ -93,10 +93,23 @@ def _sox_effects_removed(function: str) -> Callable[..., Any]:
     return removed
 
 
+def install_pandas_shim() -> None:
+    """s3prl 0.4.18's corpus readers (`s3prl.dataio.corpus.base`, e.g. SUPERB IC's Fluent
+    Speech Commands) call `pandas.Series.iteritems`, which pandas 2 renamed `items`: give it
+    back when pandas is installed and lacks it; idempotent, and nothing without pandas."""
+    try:
+        import pandas
+    except ImportError:
+        return
+    if not hasattr(pandas.Series, "iteritems"):
+        pandas.Series.iteritems = pandas.Series.items
+
+
 def import_s3prl() -> types.ModuleType:
-    """Install the torchaudio shim, import s3prl and return `s3prl.hub` (slow the first time:
-    s3prl's hub imports every upstream, espnet's among them)."""
+    """Install the torchaudio and pandas shims, import s3prl and return `s3prl.hub` (slow
+    the first time: s3prl's hub imports every upstream, espnet's among them)."""
     install_torchaudio_shim()
+    install_pandas_shim()
     return importlib.import_module("s3prl.hub")
 
 
