@@ -550,11 +550,21 @@ def write_analysis(exp_dir: str | Path, out_dir: str | Path | None = None,
     """
     exp_dir = Path(exp_dir)
     out = Path(out_dir) if out_dir is not None else exp_dir / "analysis"
-    runs = load_runs(exp_dir)
-    sections = analysis_sections(runs, out, metric, split, iou_method, iou_sparsities, lower)
-    atomic_write_text(out / "ANALYSIS.md", render_analysis(
-        f"{title or exp_dir.name}: analysis", f"{len(runs)} runs under {exp_dir}.", sections))
+    _analyse(exp_dir, out, title, metric=metric, split=split, iou_method=iou_method,
+             iou_sparsities=iou_sparsities, lower=lower)
     return out / "ANALYSIS.md"
+
+
+def _analyse(exp_dir: Path, out: Path, title: str | None, **options: Any
+             ) -> tuple[str, list[Section]]:
+    """Write `out`'s CSV, PNG and ANALYSIS.md for `exp_dir`; return ANALYSIS.md's intro line
+    and sections (for a report that holds them too)."""
+    runs = load_runs(exp_dir)
+    sections = analysis_sections(runs, out, **options)
+    intro = f"{len(runs)} runs under {exp_dir}."
+    atomic_write_text(out / "ANALYSIS.md",
+                      render_analysis(f"{title or exp_dir.name}: analysis", intro, sections))
+    return intro, sections
 
 
 def analysis_sections(runs: Sequence[Run], out: Path, metric: str | None = None,
@@ -615,11 +625,7 @@ def write_report(exp_dirs: Sequence[str | Path], report: str | Path, title: str,
     parts = []
     for exp_dir in map(Path, exp_dirs):
         out = exp_dir / "analysis"
-        runs = load_runs(exp_dir)
-        sections = analysis_sections(runs, out, **options)
-        intro = f"{len(runs)} runs under {exp_dir}."
-        atomic_write_text(out / "ANALYSIS.md",
-                          render_analysis(f"{exp_dir.name}: analysis", intro, sections))
+        intro, sections = _analyse(exp_dir, out, None, **options)
         prefix = Path(os.path.relpath(out.resolve(), report.parent.resolve())).as_posix() + "/"
         parts.append(render_analysis(exp_dir.name, intro, sections, level=2, link_prefix=prefix))
     atomic_write_text(report, header + "\n".join(parts))

@@ -20,8 +20,9 @@ def _umask() -> int:
 
 # mkstemp / mkdtemp create private (0600 / 0700) entries; what lands at the target gets the
 # modes an ordinary open() / mkdir() would give, so results stay readable by a lab group.
-FILE_MODE = 0o666 & ~_umask()
-DIR_MODE = 0o777 & ~_umask()
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager

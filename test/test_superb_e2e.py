@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO_ROOT / "egs" / "superb" / "prune1" / "conf" / "superb" / "tiny_IC.yaml"
 REFERENCES = REPO_ROOT / "egs" / "superb" / "prune1" / "conf" / "superb_reference.yaml"
 # distribution name -> module name, where they differ
-MODULE_NAMES = {"absl-py": "absl", "tzdata": "tzdata"}
+MODULE_NAMES = {"absl-py": "absl"}
 # (action, object, location): three intents, as in FSC's train_data.csv columns
 INTENTS = (("activate", "lights", "kitchen"), ("deactivate", "music", "none"),
            ("increase", "heat", "bedroom"))

@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-
 from typing import Any
 
 import torch
-from torch import nn
 
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
@@ -32,12 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--beam", type=int, help="CTC runs: beam size (default: ctc.beam)")
 
 
-def evaluate_run(run_dir: Path, data: str, name: str | None = None,
-                 experiment: Any = None, model: nn.Module | None = None,
+def evaluate_run(run_dir: Path, data: str, name: str | None = None, experiment: Any = None,
                  device: str = "auto") -> dict[str, float]:
     """Evaluate a run's final model on the data dir `data`; write <run_dir>/eval_<name>.json
-    (name: the data dir's name by default) and return the metrics. `experiment` and `model`
-    (already holding the final weights) are loaded from `run_dir` when not given."""
+    (name: the data dir's name by default) and return the metrics. `experiment` is loaded
+    from `run_dir` when not given."""
     from sprune.experiment import load_experiment
     from sprune.prune.methods.base import load_model_state
     from sprune.train import resolve_device
@@ -47,9 +44,8 @@ def evaluate_run(run_dir: Path, data: str, name: str | None = None,
     dataset = experiment.dataset(data)
     if len(dataset) == 0:
         raise UserError(f"{data}: no utterances to evaluate")
-    if model is None:
-        model = experiment.build_model()
-        load_model_state(model, run_dir / "final")
+    model = experiment.build_model()
+    load_model_state(model, run_dir / "final")
     model.to(resolve_device(device))
     model.eval()
     with torch.no_grad():

@@ -167,6 +167,9 @@ def evaluate_tests(run_dir: Path, tests: list[str], experiment: Any = None) -> N
     """--test: evaluate the finished run on each data dir (one process for training and
     decoding saves the recipes a start-up of torch per run)."""
     from sprune.bin.evaluate import evaluate_run
+    from sprune.experiment import load_experiment
 
+    if tests and experiment is None:
+        experiment = load_experiment(run_dir)
     for data in tests:
         evaluate_run(run_dir, data, experiment=experiment)

@@ -46,15 +46,21 @@ def result_files(task_dir: str | os.PathLike) -> list[Path]:
     return sorted(Path(task_dir).glob(f"evaluate/*/*/{RESULT_FILE}"))
 
 
+def task_result_paths(task: str, task_dir: str | os.PathLike) -> list[Path]:
+    """The result files s3prl wrote for `task` under `task_dir`: its best_result.yaml files
+    when it picked the best checkpoint, else its result.yaml files (sorted; [] before the test
+    stage). An unknown task is a `UserError`."""
+    if task not in RESULT_KEYS:
+        raise UserError(f"unknown SUPERB task '{task}'; known: {', '.join(RESULT_KEYS)}")
+    return sorted(Path(task_dir).glob(f"evaluate/*/{BEST_RESULT_FILE}")) or result_files(task_dir)
+
+
 def read_task_result(task: str, task_dir: str | os.PathLike) -> dict[str, float]:
     """Metrics (in %) of one finished s3prl task run: its `evaluate/<test>/best_result.yaml`
     when s3prl picked the best of several checkpoints (speaker verification does), else its
     one `evaluate/<test>/<ckpt>/result.yaml` (several of them are a `UserError`: keep only the
     one to report)."""
-    if task not in RESULT_KEYS:
-        raise UserError(f"unknown SUPERB task '{task}'; known: {', '.join(RESULT_KEYS)}")
-    best = sorted(Path(task_dir).glob(f"evaluate/*/{BEST_RESULT_FILE}"))
-    files = best or result_files(task_dir)
+    files = task_result_paths(task, task_dir)
     if not files:
         raise UserError(f"{task_dir}: no evaluate/*/*/{RESULT_FILE}; run the {task} task "
                         "to its test stage first")
@@ -76,9 +82,7 @@ def read_task_result(task: str, task_dir: str | os.PathLike) -> dict[str, float]
 def task_result_or_none(task: str, task_dir: str | os.PathLike) -> dict[str, float] | None:
     """`read_task_result`, or None while the task has written no result (not run, or not
     at its test stage yet): what a recipe asks before (re-)running a task."""
-    if not (result_files(task_dir) or list(Path(task_dir).glob(f"evaluate/*/{BEST_RESULT_FILE}"))):
-        if task not in RESULT_KEYS:
-            raise UserError(f"unknown SUPERB task '{task}'; known: {', '.join(RESULT_KEYS)}")
+    if not task_result_paths(task, task_dir):
         return None
     return read_task_result(task, task_dir)
 

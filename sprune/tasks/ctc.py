@@ -193,14 +193,9 @@ def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
     was_training = model.training
     model.eval()
     # batches of similar length waste little compute on padding; the output keeps dataset order
-    if hasattr(dataset, "length_sorted_batches"):
-        batches = dataset.length_sorted_batches(batch_size)
-    else:
-        batches = [list(range(b, min(b + batch_size, len(dataset))))
-                   for b in range(0, len(dataset), batch_size)]
     out: list[Decoded | None] = [None] * len(dataset)
     try:
-        for indices in batches:
+        for indices in dataset.length_sorted_batches(batch_size):
             batch = collate_audio([dataset[i] for i in indices])
             log_probs, frames = model.log_probs(batch["wavs"].to(device), batch["lengths"].to(device))
             labels = decode_batch(log_probs.cpu(), frames.cpu(), decoder, beam, prune, lm_scorer)

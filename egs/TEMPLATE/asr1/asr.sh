@@ -163,10 +163,10 @@ fi
 run_done() {
   [ -f "$1/outcome.json" ] || return 1
   local t
-  for t in $test_sets; do
-    [ "$1/eval_$(basename "$t").json" -nt "$1/outcome.json" ] || return 1
-  done
+  for t in $test_sets; do decoded "$1" "$(basename "$t")" || return 1; done
 }
+# decoded RUN NAME: RUN's eval_NAME.json is newer than its outcome.json
+decoded() { [ "$1/eval_$2.json" -nt "$1/outcome.json" ]; }
 
 # prune_run METHOD SPARSITY [--no-retrain]: one method at one sparsity
 prune_run() {
@@ -212,8 +212,7 @@ if run_stage 6; then
     for run in "$expdir"/*/; do
       run=${run%/}
       [ -f "$run/outcome.json" ] || continue
-      result=$run/eval_$name.json
-      if [ -f "$result" ] && [ "$result" -nt "$run/outcome.json" ]; then continue; fi
+      decoded "$run" "$name" && continue
       log "stage 6: decode $run on $test_set"
       pool_spawn "eval_$name.$(basename "$run")" sprune evaluate "$run" --data "$test_set" --name "$name"
     done
