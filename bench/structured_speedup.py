@@ -21,7 +21,7 @@ audio. Reported against the issue's targets (reported, not asserted): speed-up /
 of `shrunk` >= 0.85, and speed-up of `shrunk+conv` >= 2.5x on the CPU.
 
     tools/venv/bin/python bench/structured_speedup.py [--device cpu|cuda] [--threads 1]
-        [--clock wall|cpu] [--seconds 10] [--repeat 7] [--warmup 1] [--keep 0.28]
+        [--clock wall|cpu] [--seconds 10] [--batch 1] [--cuda-graphs] [--repeat 7] [--warmup 1] [--keep 0.28]
         [--conv-keep 0.5] [--json FILE] [--save DIR]
 """
 from __future__ import annotations
@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or this process's CPU time (CPU only)")
     parser.add_argument("--seconds", type=float, default=10.0, help="audio length (16 kHz)")
+    parser.add_argument("--batch", type=int, default=1, help="utterances per forward")
     parser.add_argument("--repeat", type=int, default=7, help="timed passes per model")
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes per model")
     parser.add_argument("--keep", type=float, default=0.28,
@@ -137,14 +138,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="fraction of conv channels kept in conv layers 0-5 (shrunk+conv)")
     parser.add_argument("--check-seconds", type=float, default=1.0,
                         help="audio length of the masked == shrunk check")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="time CUDA passes as CUDA graph replays (see sprune.benchmark)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--save", metavar="DIR", help="also save the three upstreams as "
                         "DIR/{dense,shrunk,shrunk+conv} (sprune format, for `sprune bench`)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.cuda_graphs and args.device != "cuda":
+        parser.error("--cuda-graphs needs --device cuda")
     if args.clock == "cpu" and args.device == "cuda":
         parser.error("--clock cpu measures nothing useful on cuda; use --clock wall")
+    if args.batch < 1:
+        parser.error("--batch must be 1 or more")
     if not 0.1 < args.keep < 1.0 or not 0.0 < args.conv_keep <= 1.0:
         parser.error("--keep must be in (0.1, 1) and --conv-keep in (0, 1]")
     if args.threads:
@@ -173,14 +180,14 @@ def main(argv: list[str] | None = None) -> int:
 
     for name, model in models.items() if args.save else ():
         save_upstream(model, Path(args.save) / name)
-    wavs = bench_audio(args.seconds)
+    wavs = bench_audio(args.seconds, batch=args.batch)
     results = measure(models, wavs, devices=[args.device], repeat=args.repeat,
-                      warmup=args.warmup, clock=args.clock)
+                      warmup=args.warmup, clock=args.clock, cuda_graphs=args.cuda_graphs)
     rows = compare(results)
-    settings = {"seconds": args.seconds, "batch": 1, "repeat": args.repeat,
+    settings = {"seconds": args.seconds, "batch": args.batch, "repeat": args.repeat,
                 "warmup": args.warmup, "threads": torch.get_num_threads(), "clock": args.clock,
                 "devices": [args.device], "torch": torch.__version__, "keep": args.keep,
-                "conv_keep": args.conv_keep}
+                "conv_keep": args.conv_keep, "cuda_graphs": args.cuda_graphs}
     print()
     print(format_markdown(rows, settings))
     shrunk, conv = rows[1], rows[2]

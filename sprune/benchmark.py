@@ -18,7 +18,10 @@ Latency (`time_models`): in eval mode under `torch.inference_mode`, after `warmu
 passes per model, `repeat` timed passes per model, interleaved (the order rotates every
 round, so drifting machine load hits every model alike); CUDA is synchronised before and
 after each pass. The conv feature encoder's share is timed inside the same passes by hooks
-on `feature_extractor`. Reported: medians; ratios are against the first model.
+on `feature_extractor`. With `cuda_graphs` each CUDA pass is the replay of a CUDA graph
+captured once per model: at batch 1 an eager GPU forward is bound by the CPU launching its
+~300 kernels (a shrunk model launches about as many as the dense one), and a graph times
+the GPU work that pruning removes. Reported: medians; ratios are against the first model.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import re
 import statistics
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -151,32 +155,69 @@ class _ConvClock:
 
 
 def time_models(models: Mapping[str, UpstreamModel], wavs: Tensor, *, repeat: int = 9,
-                warmup: int = 2, clock: str = "wall") -> dict[str, Timing]:
-    """Interleaved timed forwards of every model on `wavs` (all on one device)."""
+                warmup: int = 2, clock: str = "wall",
+                cuda_graphs: bool = False) -> dict[str, Timing]:
+    """Interleaved timed forwards of every model on `wavs` (all on one device).
+
+    With `cuda_graphs` (CUDA only) each timed pass replays a CUDA graph of the whole forward
+    captured on `wavs`, so the CPU's kernel launches drop out and the GPU's own work is timed;
+    the conv encoder is then timed by replaying a graph of `feature_extractor` alone in the
+    same round, not inside the pass.
+    """
     device = wavs.device
+    if cuda_graphs and device.type != "cuda":
+        raise UserError("CUDA graphs time CUDA work only; use them with --device cuda")
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     now = CLOCKS[clock]
     names = list(models)
     timings = {name: Timing() for name in names}
-    clocks = {name: _ConvClock(model, sync, now) for name, model in models.items()}
-    try:
-        with torch.inference_mode():
+    with torch.inference_mode():
+        if cuda_graphs:
+            passes = {name: _graphed(model, wavs) for name, model in models.items()}
+            conv_passes = {name: _graphed(model.feature_extractor, wavs)
+                           for name, model in models.items()}
+            clocks: dict[str, _ConvClock] = {}
+        else:
+            passes = {name: partial(model, wavs) for name, model in models.items()}
+            clocks = {name: _ConvClock(model, sync, now) for name, model in models.items()}
+        try:
             for _ in range(warmup):
                 for name in names:
-                    models[name](wavs)
+                    passes[name]()
             for round_ in range(repeat):
                 shift = round_ % len(names)
                 for name in names[shift:] + names[:shift]:
                     sync()
                     start = now()
-                    models[name](wavs)
+                    passes[name]()
                     sync()
                     timings[name].total.append(now() - start)
-                    timings[name].conv.append(clocks[name].elapsed)
-    finally:
-        for conv_clock in clocks.values():
-            conv_clock.remove()
+                    if cuda_graphs:
+                        start = now()
+                        conv_passes[name]()
+                        sync()
+                        timings[name].conv.append(now() - start)
+                    else:
+                        timings[name].conv.append(clocks[name].elapsed)
+        finally:
+            for conv_clock in clocks.values():
+                conv_clock.remove()
     return timings
+
+
+def _graphed(module: torch.nn.Module, wavs: Tensor) -> Callable[[], None]:
+    """A replay of `module(wavs)` captured as one CUDA graph (after warm-up on a side stream,
+    as CUDA graph capture requires); the captured input is `wavs` itself."""
+    stream = torch.cuda.Stream(wavs.device)
+    stream.wait_stream(torch.cuda.current_stream(wavs.device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            module(wavs)
+    torch.cuda.current_stream(wavs.device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        module(wavs)
+    return graph.replay
 
 
 @dataclass
@@ -193,8 +234,10 @@ class Result:
 
 def measure(models: Mapping[str, UpstreamModel], wavs: Tensor, *, devices: Sequence[str],
             repeat: int = 9, warmup: int = 2, clock: str = "wall",
-            specs: Mapping[str, str] | None = None) -> list[Result]:
-    """Parameters, FLOPs (counted on the first device) and latency on each device."""
+            specs: Mapping[str, str] | None = None,
+            cuda_graphs: bool = False) -> list[Result]:
+    """Parameters, FLOPs (counted on the first device) and latency on each device (on CUDA
+    as replays of CUDA graphs when `cuda_graphs`; see `time_models`)."""
     results = []
     for name, model in models.items():
         model.eval().to(devices[0])
@@ -204,7 +247,7 @@ def measure(models: Mapping[str, UpstreamModel], wavs: Tensor, *, devices: Seque
     for device in devices:
         on_device = {name: model.to(device) for name, model in models.items()}
         timings = time_models(on_device, wavs.to(device), repeat=repeat, warmup=warmup,
-                              clock=clock)
+                              clock=clock, cuda_graphs=cuda_graphs and device == "cuda")
         for result in results:
             result.latency[device] = timings[result.name]
     for model in models.values():
@@ -255,9 +298,12 @@ def format_markdown(rows: Sequence[Mapping[str, Any]], settings: Mapping[str, An
                      f"| {row['flops'] / 1e9:.4g} | {row['flops_ratio']:.2f}x "
                      f"| {row['conv_flops_share']:.1%} |")
     for device in rows[0]["latency"]:
-        threads = f", threads {settings['threads']}" if device == "cpu" else ""
-        lines += ["", f"Latency on {device}{threads}, {settings['clock']} clock: median of "
-                  f"{settings['repeat']} interleaved passes after {settings['warmup']} "
+        how = f", threads {settings['threads']}" if device == "cpu" else ""
+        graphs = device == "cuda" and settings.get("cuda_graphs", False)
+        passes = ("CUDA graph replays (conv encoder: a graph of its own)" if graphs
+                  else "passes")
+        lines += ["", f"Latency on {device}{how}, {settings['clock']} clock: median of "
+                  f"{settings['repeat']} interleaved {passes} after {settings['warmup']} "
                   "warm-up passes per model.", "",
                   "| model | median ms | min ms | conv encoder ms (share) | speed-up "
                   "| speed-up / FLOPs ratio |", "|---|---:|---:|---:|---:|---:|"]

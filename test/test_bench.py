@@ -139,6 +139,7 @@ def test_parse_spec():
     (["--upstream", "DENSE", "--seconds", "0"], "--seconds is 0"),
     (["--upstream", "DENSE", "--seconds", "0.02"], "shorter than the receptive field"),
     (["--upstream", "DENSE", "--upstream", "DENSE"], "the name 'dense' is already used"),
+    (["--upstream", "DENSE", "--device", "cpu", "--cuda-graphs"], "add --device cuda"),
 ])
 def test_bad_input_is_one_line_exit_2(cli, checkpoints, args, words):
     args = [str(checkpoints[1]) if a == "DENSE" else a for a in args]

@@ -40,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or this process's CPU time (steadier on a busy "
                         "machine with --threads 1; CPU only) (default: %(default)s)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="time CUDA passes as CUDA graph replays (no CPU launch overhead; "
+                        "what batch-1 GPU latency is once launches are amortised)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as Markdown")
 
@@ -62,6 +65,8 @@ def _check(args: argparse.Namespace) -> list[str]:
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     if args.clock == "cpu" and "cuda" in devices:
         raise UserError("--clock cpu measures nothing useful on cuda; use --clock wall")
+    if args.cuda_graphs and "cuda" not in devices:
+        raise UserError("--cuda-graphs times CUDA passes; add --device cuda")
     return devices
 
 
@@ -88,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = {"seconds": args.seconds, "batch": args.batch, "repeat": args.repeat,
                     "warmup": args.warmup, "threads": torch.get_num_threads(),
-                    "clock": args.clock, "devices": devices, "torch": torch.__version__}
+                    "clock": args.clock, "devices": devices, "torch": torch.__version__,
+                    "cuda_graphs": args.cuda_graphs}
         results = measure(models, wavs, devices=devices, repeat=args.repeat,
-                          warmup=args.warmup, clock=args.clock, specs=specs)
+                          warmup=args.warmup, clock=args.clock, specs=specs,
+                          cuda_graphs=args.cuda_graphs)
     finally:
         torch.set_num_threads(threads_before)
     rows = compare(results)

@@ -112,13 +112,14 @@ class UpstreamModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._frozen_extractor):
             features = self.feature_extractor(wavs)
         frames = features.shape[1]
-        if lengths is None:
+        padding = None
+        if lengths is None:  # no padding, and no host sync (CUDA graphs can capture this)
             frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=wavs.device)
         else:
             frame_lengths = self.frame_lengths(lengths.to(wavs.device, torch.long))
-        padding = None
-        if int(frame_lengths.min()) < frames:
-            padding = torch.arange(frames, device=wavs.device)[None, :] >= frame_lengths[:, None]
+            if int(frame_lengths.min()) < frames:
+                padding = (torch.arange(frames, device=wavs.device)[None, :]
+                           >= frame_lengths[:, None])
         hidden_states = self.encoder(self.feature_projection(features), padding)
         return UpstreamOutput(hidden_states=hidden_states, lengths=frame_lengths)
 
