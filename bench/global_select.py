@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from sprune.malloc import keep_freed_memory
 from sprune.prune.criteria import Magnitude
 from sprune.prune.select import keep_below_threshold, kth_smallest_exact, select_mask
 
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall: elapsed time; cpu: this process's CPU time (steadier on a "
                              "shared machine, meaningful with --threads 1)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # see sprune.malloc
     if args.threads:
         torch.set_num_threads(args.threads)
 

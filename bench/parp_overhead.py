@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sprune.data.dataset import collate_audio
+from sprune.malloc import keep_freed_memory
 from sprune.prune.criteria import Magnitude
 from sprune.prune.methods.callbacks import RepruneCallback
 from sprune.prune.scope import resolve_scope
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    keep_freed_memory()  # see sprune.malloc
     if args.threads:
         torch.set_num_threads(args.threads)
     plain, parp = [], []

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from sprune.benchmark import bench_audio, compare, format_markdown, measure, to_document
 from sprune.io import atomic_write_text
+from sprune.malloc import keep_freed_memory
 from sprune.structured.masked import MaskedUpstream
 from sprune.structured.shrink_from_masks import shrink_masked
 from sprune.structured.sparsity import parameter_count
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", metavar="DIR", help="also save the three upstreams as "
                         "DIR/{dense,shrunk,shrunk+conv} (sprune format, for `sprune bench`)")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # see sprune.malloc
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     if args.cuda_graphs and args.device != "cuda":

@@ -17,6 +17,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from sprune.errors import EXIT_USER_ERROR, UserError
+from sprune.malloc import keep_freed_memory
 
 # name -> (module, one-line help). Help is duplicated here so `sprune --help` imports nothing.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -89,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.print_help()
         return EXIT_USER_ERROR
     name = argv[0]
+    keep_freed_memory()
     parser, module = _subcommand_parser(name)
     args = parser.parse_args(argv[1:])
     try:
