@@ -21,8 +21,8 @@ audio. Reported against the issue's targets (reported, not asserted): speed-up /
 of `shrunk` >= 0.85, and speed-up of `shrunk+conv` >= 2.5x on the CPU.
 
     tools/venv/bin/python bench/structured_speedup.py [--device cpu|cuda] [--threads 1]
-        [--clock wall|cpu] [--seconds 10] [--batch 1] [--cuda-graphs] [--repeat 7] [--warmup 1] [--keep 0.28]
-        [--conv-keep 0.5] [--json FILE] [--save DIR]
+        [--clock wall|cpu] [--seconds 10] [--batch 1] [--cuda-graphs] [--repeat 7]
+        [--warmup 1] [--keep 0.28] [--conv-keep 0.5] [--json FILE] [--save DIR]
 """
 from __future__ import annotations
 

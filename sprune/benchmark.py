@@ -19,9 +19,9 @@ passes per model, `repeat` timed passes per model, interleaved (the order rotate
 round, so drifting machine load hits every model alike); CUDA is synchronised before and
 after each pass. The conv feature encoder's share is timed inside the same passes by hooks
 on `feature_extractor`. With `cuda_graphs` each CUDA pass is the replay of a CUDA graph
-captured once per model: at batch 1 an eager GPU forward is bound by the CPU launching its
-~300 kernels (a shrunk model launches about as many as the dense one), and a graph times
-the GPU work that pruning removes. Reported: medians; ratios are against the first model.
+captured once per model: at batch 1 an eager GPU forward of a base-size model is bound by
+the CPU launching its ~230 kernels (a shrunk model launches about as many as the dense
+one), and a graph times the GPU work that pruning removes. Reported: medians; ratios are against the first model.
 """
 from __future__ import annotations
 
