@@ -61,6 +61,13 @@ class TrainConfig:
     metric: str = "accuracy"        # evaluation metric that picks the best checkpoint
     metric_mode: Literal["max", "min"] = "max"
     bucket_by_length: bool = True   # batches of similar-length utterances (less padding)
+    # fp32, or bf16: each update's forward and loss under torch.autocast(bfloat16) (matrix
+    # products and convolutions in bfloat16; weights, gradients and optimizer state stay
+    # float32; bfloat16 needs no loss scaling). Evaluation always runs in float32. Measured
+    # on an H100 (l0prune of wav2vec2 Base, batch 8 x 12 s): 22 % less GPU memory (5.97 vs
+    # 7.63 GiB) but no faster (45 vs 37 s for 150 updates: that run is not bound by its
+    # matrix products); on CPUs without bfloat16 units it is much slower.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "eval_every", "save_every", "log_every"):
@@ -73,6 +80,8 @@ class TrainConfig:
             raise UserError(f"train.epochs: {self.epochs} must be positive")
         if self.lr < 0 or not 0 <= self.warmup_ratio < 1:
             raise UserError("train.lr must be >= 0 and train.warmup_ratio in [0, 1)")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"train.precision: {self.precision!r}; use fp32 or bf16")
 
 
 class Callback:
@@ -422,7 +431,9 @@ class Trainer:
             lr = self.lr_at(self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = group.get("fixed_lr", lr * group.get("lr_scale", 1.0))
-            out = self.model(move_to_device(batch, self.device))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                enabled=self.config.precision == "bf16"):
+                out = self.model(move_to_device(batch, self.device))
             self.loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)
             self.loss.backward()

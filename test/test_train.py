@@ -164,10 +164,38 @@ def test_state_tree_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("key,value", [("eval_every", 0), ("save_every", -1), ("batch_size", 0),
-                                       ("max_steps", 0), ("epochs", 0.0)])
+                                       ("max_steps", 0), ("epochs", 0.0), ("precision", "fp16")])
 def test_train_config_rejects_values_the_loop_cannot_use(key, value):
     with pytest.raises(UserError, match=f"train.{key}"):
         TrainConfig(**{key: value})
+
+
+class DtypeSpy(Callback):
+    """Records the dtype of the first layer's output in each training forward."""
+
+    name = "dtype_spy"
+
+    def __init__(self):
+        self.dtypes = []
+
+    def on_train_start(self, trainer):
+        trainer.model.net[0].register_forward_hook(
+            lambda module, inputs, output: self.dtypes.append(output.dtype))
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(tmp_path, precision,
+                                                                         dtype):
+    spy = DtypeSpy()
+    trainer = make_trainer(tmp_path, [spy], max_steps=6, eval_every=3, precision=precision)
+    summary = trainer.fit()
+    # 6 updates run the layer in `dtype`; the evaluations after updates 3 and 6 in float32
+    evaluations = len(spy.dtypes) - 6
+    assert evaluations >= 2
+    assert spy.dtypes.count(dtype) == 6 + (evaluations if dtype == torch.float32 else 0)
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert summary["final_metrics"]["accuracy"] > 0
 
 
 def test_length_buckets_cover_every_example_once_and_cut_padding():

@@ -81,8 +81,9 @@ class DistillationOutput:
 
 
 def _masked_mse(prediction: Tensor, target: Tensor, frames: Tensor | None) -> Tensor:
-    """Mean squared error over valid frames: prediction/target [B, T, D]; frames [B, T]."""
-    squared = (prediction - target).pow(2)
+    """Mean squared error over valid frames: prediction/target [B, T, D]; frames [B, T].
+    Computed in float32 whatever the inputs (bfloat16 under `train.precision: bf16`)."""
+    squared = (prediction.float() - target.float()).pow(2)
     if frames is None:
         return squared.mean()
     weights = frames.to(squared.dtype).unsqueeze(-1)
