@@ -13,14 +13,14 @@ and value head sizes, and its fallback for unequal ones ran 2-2.6x slower here.
 On CUDA without autograd (feature extraction, frozen upstreams) and without hooks on the
 projections, `SelfAttention` runs one fused query-key-value projection whose weights are
 already in the padded layout (built once and rebuilt when a weight changes), and an output
-projection with zero columns at the padding: three kernels fewer per layer for the dense
-model, ten fewer for a shrunk one. A batch-1 GPU forward of a base-size model is bound by
-the CPU launching kernels (measured on an H100: a shrunk model with 28 % of the parameters
-launched 360 kernels to the dense model's 253 and ran no faster), so this is what lets
-pruning speed it up. The cache is a second copy of the q, k, v weights on the GPU (85 MB
-for wav2vec2 Base in float32, 300 MB for a Large model). The CPU keeps the per-forward
-padding and no second copy of the weights: there the fused path made no difference (the shrunk wav2vec2 Base of
-bench/structured_speedup.py, 10 s of audio, one thread: 983 vs 982 ms).
+projection with zero columns at the padding. A batch-1 GPU forward of a base-size model is
+bound by the CPU launching kernels; measured on an H100, the fused path takes the launches
+of a forward from 253 to 229 for wav2vec2 Base and from 360 to 223 for the shrunk model of
+bench/structured_speedup.py (28 % of the parameters), which until then ran no faster than
+the dense one. The cache is a second copy of the q, k, v weights on the GPU (85 MB for
+wav2vec2 Base in float32, 300 MB for a Large model). The CPU keeps the per-forward padding
+and no second copy of the weights: there the fused path made no difference (that shrunk
+model, 10 s of audio, one thread: 983 vs 982 ms).
 """
 from __future__ import annotations
 
@@ -156,14 +156,13 @@ class SelfAttention(nn.Module):
                 qk_slots = None if self.uniform else self.qk_slots
                 vo_slots = None if self.uniform else self.vo_slots
                 rows = self.num_heads * self.head_size
-                weights = [_scatter(proj.weight, slots, rows, 0) for proj, slots in
-                           ((self.q_proj, qk_slots), (self.k_proj, qk_slots),
-                            (self.v_proj, vo_slots))]
-                biases = [_scatter(proj.bias, slots, rows, 0) for proj, slots in
-                          ((self.q_proj, qk_slots), (self.k_proj, qk_slots),
-                           (self.v_proj, vo_slots))]
+                inputs = ((self.q_proj, qk_slots), (self.k_proj, qk_slots),
+                          (self.v_proj, vo_slots))
+                weight = torch.cat([_scatter(proj.weight, slots, rows, 0)
+                                    for proj, slots in inputs])
+                bias = torch.cat([_scatter(proj.bias, slots, rows, 0) for proj, slots in inputs])
                 out = _scatter(self.out_proj.weight, vo_slots, rows, 1)
-                self._fused = (key, torch.cat(weights), torch.cat(biases), out)
+                self._fused = (key, weight, bias, out)
         return self._fused[1:]
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None,
