@@ -122,6 +122,9 @@ def _read(kind: str | None, family: str | None, path: Path
             raise UserError(f"{path}: a model dir needs {CONFIG_FILE} (sprune or Hugging Face "
                             "format); for a single checkpoint file pass the file itself")
         document = read_json_object(path / CONFIG_FILE)
+        if document.get("format") == "sprune-lm":
+            raise UserError(f"{path} is a sprune language model, not a speech upstream; give "
+                            "an upstream dir (sprune, Hugging Face) or checkpoint file")
         is_sprune = document.get("format") == FORMAT
         if kind == "sprune" or (kind is None and is_sprune):
             return _read_sprune_dir(path, document)
