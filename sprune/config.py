@@ -7,6 +7,10 @@
     cfg = load_config(TrainConfig, "conf/train.yaml")             # whole file
     cfg = load_config(ExperimentConfig, "conf/a.yaml", overrides=["train.lr=1e-4"])
 
+A file may start from another one: a top-level `base: ../../../../conf/prune/omp.yaml`
+(relative to the file that names it) loads that file first and lays this file's keys over it
+(see `load_yaml`), so a recipe's conf/ file holds only what differs from the shared conf/.
+
 Nested dataclasses map to nested YAML mappings. Values are checked against the field types
 (int, float, str, bool, Optional, list, dict, Literal, nested dataclasses). A wrong key or type
 raises `UserError` naming the file and the dotted key, and listing the keys that are allowed.
@@ -28,8 +32,22 @@ from sprune.errors import UserError
 T = TypeVar("T")
 
 
+BASE_KEY = "base"
+
+
 def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping; a missing file, a syntax error or a non-mapping is a `UserError`."""
+    """Read a YAML mapping; a missing file, a syntax error or a non-mapping is a `UserError`.
+
+    A top-level `base: FILE` (relative to the file that names it, or absolute) loads FILE
+    first, itself resolved the same way (a base may have its own base), then this file's
+    keys override it: mappings merge key by key, lists and scalars are replaced. A missing
+    base, a base that is not a string and a cycle of bases are `UserError`s.
+    """
+    return _load_with_bases(str(path), ())
+
+
+def _read_yaml(path: str) -> dict:
+    """One YAML file's own top-level mapping (no `base:` resolution)."""
     if not os.path.isfile(path):
         raise UserError(f"config file {path} does not exist")
     try:
@@ -44,6 +62,54 @@ def load_yaml(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys to values at the top level")
     return data
+
+
+def _load_with_bases(path: str, chain: tuple[tuple[str, str], ...]) -> dict:
+    """`path`'s mapping over its bases; `chain` holds (real path, shown name) of the files
+    that named it as their base, to catch cycles."""
+    data = _read_yaml(path)
+    if BASE_KEY not in data:
+        return data
+    base = data.pop(BASE_KEY)
+    if not isinstance(base, str) or not base.strip():
+        raise UserError(f"{path}: base: {base!r} is not a file name; write `base: FILE.yaml` "
+                        "(a path relative to this file) or remove the key")
+    real = os.path.realpath(path)   # relative to the file itself, also through a symlink
+    target = os.path.join(os.path.dirname(real), os.path.expanduser(base))
+    if not os.path.isfile(target):
+        raise UserError(f"{path}: base {base} does not exist; fix the path (relative to this "
+                        "file)")
+    target_real = os.path.realpath(target)
+    seen = chain + ((real, path),)
+    reals = [r for r, _ in seen]
+    if target_real in reals:
+        start = reals.index(target_real)
+        loop = " -> ".join([shown for _, shown in seen[start:]] + [seen[start][1]])
+        raise UserError(f"{path}: base {base} makes a cycle ({loop}); remove the base: key "
+                        "that points back")
+    return merge_mappings(_load_with_bases(_shown_path(target_real), seen), data)
+
+
+def _shown_path(real: str) -> str:
+    """How a base file is named in messages: relative to the current directory when that is
+    short, else absolute."""
+    try:
+        rel = os.path.relpath(real)
+    except ValueError:   # another drive (Windows)
+        return real
+    return rel if rel.count(os.pardir + os.sep) <= 4 else real
+
+
+def merge_mappings(base: dict, override: dict) -> dict:
+    """`override` over `base`: nested mappings merged key by key, any other value (list,
+    scalar, null) replaces the base's. Returns a new mapping; the inputs are not changed."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_mappings(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _float_from_yaml_string(value: str, where: str) -> float:

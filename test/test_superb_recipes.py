@@ -35,8 +35,9 @@ def test_prune1_data_prune_shrink_export_on_a_librispeech_fixture(tmp_path, spru
         write_chapter(tree / split, 100 + k, 10, 3)
     torch.manual_seed(0)
     save_upstream(UpstreamModel(tiny_config("wavlm")), tmp_path / "dense")
-    recipe = tmp_path / "prune1"
-    recipe.mkdir()
+    recipe = tmp_path / "egs" / "superb" / "prune1"   # the usual depth: conf/'s base: resolve
+    recipe.mkdir(parents=True)
+    (tmp_path / "conf").symlink_to(REPO / "conf")
     for name in ("run.sh", "conf"):   # a copy, so data/ and exp/ land in tmp_path
         subprocess.run(["cp", "-r", PRUNE1 / name, recipe / name], check=True)
     for name in ("path.sh", "cmd.sh", "utils"):
