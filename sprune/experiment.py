@@ -27,7 +27,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ from sprune.io import atomic_write_text
 from sprune.prune.methods import PruneContext
 from sprune.tasks.ctc import CTCCollate, CTCConfig, CTCModel, evaluate_ctc
 from sprune.tasks.intent import IntentClassifier, IntentHeadConfig, evaluate_intents
-from sprune.train import TrainConfig, Trainer
+from sprune.train import EpochBatchSampler, TrainConfig, Trainer, move_to_device, resolve_device
 
 EXPERIMENT_FILE = "experiment.json"
 
@@ -156,11 +156,39 @@ class Experiment:
         return Trainer(model, self.train_set, self.collate(), config, out_dir,
                        evaluate=self.evaluate, callbacks=callbacks)
 
+    def scoring_batches(self, n: int) -> Iterator[Any]:
+        """`n` collated training batches on the training device, for the data-driven pruning
+        criteria: always the same ones, in the same order (an `EpochBatchSampler` of its own
+        with `train.seed`, epochs 0, 1, ... as needed), length-bucketed like training. The
+        trainer's sampler, position and RNG are not touched (nothing here draws from the
+        global generators), so a resumed run scores on the same batches."""
+        if self.train_set is None:
+            raise RuntimeError("this experiment was loaded for evaluation only")
+        if len(self.train_set) == 0:
+            return
+        train = self.config.train
+        lengths = self.train_set.lengths() if train.bucket_by_length else None
+        sampler = EpochBatchSampler(len(self.train_set), train.batch_size, train.seed,
+                                    lengths=lengths)
+        device = resolve_device(train.device)
+        collate = self.collate()
+        epoch, given = 0, 0
+        while given < n:
+            sampler.set_position(epoch)
+            for indices in sampler:
+                if given == n:
+                    return
+                yield move_to_device(collate([self.train_set[i] for i in indices]), device)
+                given += 1
+            epoch += 1
+
     def context(self, dense_dir: Path | None, resume: bool = True) -> PruneContext:
         return PruneContext(build_model=self.build_model, groups=self.groups(),
                             train_config=self.config.train, make_trainer=self.make_trainer,
                             evaluate=self.evaluate, dense_dir=dense_dir, resume=resume,
-                            log=lambda msg: print(msg, flush=True))
+                            log=lambda msg: print(msg, flush=True),
+                            train_batches=(self.scoring_batches
+                                           if self.train_set is not None else None))
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)

@@ -78,7 +78,16 @@ def context(tmp_path, dense_dir=None, extra_callbacks=(), **train):
 
     return PruneContext(build_model=build_model, groups=GROUPS, train_config=config,
                         make_trainer=make_trainer, evaluate=evaluate, dense_dir=dense_dir,
-                        log=lambda msg: None)
+                        log=lambda msg: None, train_batches=train_batches)
+
+
+def train_batches(n, batch_size=8):
+    """The data-driven criteria's batches: the first n * batch_size examples of a fixed
+    dataset (seed 3), in order, never the trainer's sampler."""
+    x, y = dataset(n * batch_size, seed=3).tensors
+    for b in range(n):
+        rows = slice(b * batch_size, (b + 1) * batch_size)
+        yield {"x": x[rows], "y": y[rows]}
 
 
 def prune_config(method, **kw):
@@ -204,9 +213,15 @@ class KillAt(Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("method, folder, step", [("parp", "finetune", 13), ("imp", "level2", 8)])
-def test_killed_method_resumes_to_the_same_mask_and_metric(tmp_path, method, folder, step):
-    cfg = prune_config(method, imp_rewind_epochs=1, imp_level_epochs=1)
+@pytest.mark.parametrize("method, folder, step, criterion", [
+    ("parp", "finetune", 13, "magnitude"), ("imp", "level2", 8, "magnitude"),
+    # data-driven re-prunes inside the run (steps 5, 10 before the kill, 15, 20, 24 after)
+    ("parp", "finetune", 13, "taylor"), ("parp-p", "finetune", 13, "wanda"),
+    ("imp", "level2", 8, "taylor")])
+def test_killed_method_resumes_to_the_same_mask_and_metric(tmp_path, method, folder, step,
+                                                           criterion):
+    cfg = prune_config(method, imp_rewind_epochs=1, imp_level_epochs=1, criterion=criterion,
+                       criterion_batches=2)
     full = make_method(cfg).run(context(tmp_path / "a"), tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
         make_method(cfg).run(context(tmp_path / "b", extra_callbacks=[KillAt(step, folder)]),

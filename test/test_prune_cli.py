@@ -122,3 +122,40 @@ def test_mask_for_another_model_names_the_parameter(workspace):
     small = UpstreamModel(tiny_config("wav2vec2"))
     with pytest.raises(UserError, match="mask saved for another model: parameter '.*' has shape"):
         other.check_fits(small)
+
+
+def test_data_driven_criteria_through_the_cli(workspace, cli, tmp_path):
+    root = workspace
+    # taylor: PARP re-prunes by |w * grad| on 2 training batches inside its run
+    (tmp_path / "taylor.yaml").write_text("method: parp\nsparsity: 0.5\ncriterion: taylor\n"
+                                          "criterion_batches: 2\nreprune_every: 3\n")
+    done = cli(*prune_args(root, "parp_taylor", tmp_path / "taylor.yaml"))
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads((root / "exp" / "parp_taylor" / "outcome.json").read_text())
+    assert outcome["achieved_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    # wanda scores nn.Linear weights only: the conv extractor's kernels are refused
+    (tmp_path / "wanda.yaml").write_text("method: mpi\ncriterion: wanda\n"
+                                         "scope: transformer+extractor\n")
+    done = cli(*prune_args(root, "mpi_wanda", tmp_path / "wanda.yaml"))
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert ("criterion 'wanda' scores nn.Linear weights only; "
+            "'upstream.feature_extractor.conv_layers.0.conv.weight'") in done.stderr
+    assert not (root / "exp" / "mpi_wanda" / "outcome.json").exists()
+
+
+def test_experiment_scoring_batches_are_fixed_and_leave_the_rng_alone(workspace):
+    from sprune.experiment import experiment_for_training, load_experiment_config
+
+    root = workspace
+    config = load_experiment_config(str(root / "ft.yaml"))
+    experiment = experiment_for_training(config, str(root / "upstream"), str(root / "train"),
+                                         str(root / "dev"))
+    batches = experiment.context(None).train_batches
+    state = torch.get_rng_state()
+    first = list(batches(3))     # 8 utterances, batches of 4: crosses into a second epoch
+    assert torch.equal(torch.get_rng_state(), state)
+    again = list(batches(3))
+    assert len(first) == 3 and [b["utt"] for b in first] == [b["utt"] for b in again]
+    assert all(torch.equal(a["wavs"], b["wavs"]) for a, b in zip(first, again))
+    assert sorted(u for b in first[:2] for u in b["utt"]) == sorted(experiment.train_set.utts)

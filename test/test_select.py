@@ -236,7 +236,7 @@ def test_unknown_criterion_lists_known_ones() -> None:
         make_criterion("snip")
     with pytest.raises(UserError, match="does not take options"):
         make_criterion("magnitude", seed=3)
-    assert set(CRITERIA) == {"magnitude", "random", "taylor"}
+    assert set(CRITERIA) == {"magnitude", "random", "taylor", "wanda"}
 
 
 def test_magnitude_and_random_scores() -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -24,11 +24,12 @@ from torch import nn
 from sprune.checkpoint import load_state, save_state
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
-from sprune.prune.criteria import make_criterion
+from sprune.prune.criteria import Criterion, make_criterion
 from sprune.prune.mask import Mask
 from sprune.prune.scope import resolve_scope
 from sprune.prune.select import check_sparsity, select_mask
-from sprune.train import Callback, TrainConfig, Trainer
+from sprune.prune.statistics import score_parameters
+from sprune.train import Callback, TrainConfig, Trainer, resolve_device
 
 
 @dataclass
@@ -37,7 +38,10 @@ class PruneConfig:
 
     method: str = "parp"             # dense | rp | mpi | omp | imp | parp | parp-p
     sparsity: float = 0.5            # target fraction of pruned weights in the scope
-    criterion: str = "magnitude"     # magnitude | random | taylor (how weights are scored)
+    criterion: str = "magnitude"     # magnitude | random | taylor | wanda (how weights are scored)
+    # taylor (|w * dL/dw|) and wanda (|w| * input norm) score on this many training batches,
+    # seeded and fixed, with dropout off, each time a mask is made (PARP: every re-prune)
+    criterion_batches: int = 8
     distribution: Literal["global", "layer", "parameter"] = "global"
     granularity: str = "element"     # element | RxC block (e.g. 8x1) | row
     scope: str | None = "transformer"   # preset: transformer | transformer+extractor | all
@@ -72,6 +76,10 @@ class PruneContext:
     make_trainer: (model, out_dir, callbacks, train_config) -> Trainer.
     evaluate:     model -> metrics on the dev set (e.g. {"accuracy": ...}).
     dense_dir:    a finished dense fine-tuning run (OMP needs its weights), or None.
+    train_batches: n -> n collated training batches on the training device, in a fixed
+                  seeded order that leaves the trainer's RNG and data order alone (the
+                  data-driven criteria taylor and wanda score on them); None: the task has
+                  none to give, and those criteria are refused.
     """
 
     build_model: Callable[[], nn.Module]
@@ -82,6 +90,7 @@ class PruneContext:
     dense_dir: Path | None = None
     resume: bool = True
     log: Callable[[str], None] = print
+    train_batches: Callable[[int], Iterable[Any]] | None = None
 
 
 @dataclass
@@ -137,13 +146,24 @@ class Method:
 
     def make_mask(self, model: nn.Module, ctx: PruneContext, sparsity: float,
                   criterion: str | None = None, previous: Mask | None = None) -> Mask:
-        """Score the scope of `model` with the criterion and select a mask at `sparsity`."""
+        """Score the scope of `model` with the criterion and select a mask at `sparsity`.
+
+        taylor and wanda score on `ctx.train_batches(criterion_batches)` with the model on
+        the training device (moved there first) and in eval mode; `score_parameters`
+        leaves the model's gradients, modes and the RNGs as they were, so this may run in
+        the middle of a training run (PARP's re-prunes)."""
         c = self.config
         name = criterion or c.criterion
-        crit = make_criterion(name, **({"seed": c.seed} if name == "random" else {}))
-        params = dict(model.named_parameters())
+        crit = build_criterion(name, c.seed)
         names = self.scope_names(model, ctx)
-        scores = crit.scores({n: params[n] for n in names})
+        batches = None
+        if crit.needs_gradients or crit.needs_activations:
+            if ctx.train_batches is None:
+                raise UserError(f"criterion '{name}' needs training batches, which this task "
+                                "does not provide; use magnitude or random")
+            model.to(resolve_device(ctx.train_config.device))
+            batches = ctx.train_batches(c.criterion_batches)
+        scores = score_parameters(crit, model, names, batches, task_loss)
         return select_mask(scores, sparsity, distribution=c.distribution,
                            granularity=c.granularity, previous=previous)
 
@@ -173,6 +193,16 @@ class Method:
                             f"{mask.sparsity():.4f} but {self.name} expects {expected:.4f} "
                             "here; pass the mask's sparsity (--sparsity) or a mask pruned "
                             "at this one")
+
+
+def build_criterion(name: str, seed: int = 0) -> Criterion:
+    """The criterion `name` of a prune config (`seed` seeds random pruning)."""
+    return make_criterion(name, **({"seed": seed} if name == "random" else {}))
+
+
+def task_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+    """The scalar training loss of a task model: `model(batch)["loss"]`."""
+    return model(batch)["loss"]
 
 
 def run_training(ctx: PruneContext, model: nn.Module, out_dir: Path,

@@ -9,6 +9,8 @@
              level that reached the target (`imp_ticket: target`); retrain it from theta_k
              with the full fine-tuning schedule of the dense run (`imp_retrain`).
 
+The config's `criterion` (default magnitude) scores the level's weights; taylor and wanda
+score them on `criterion_batches` training batches.
 Paper 000 uses k = 2 epochs, n = 5 epochs, p = 0.2 (the defaults); paper 001 uses p = 0.1
 and rewinds to theta_0 (`imp_rewind_epochs: 0`). Each level is its own run folder
 (`level{i}/`) with its mask and dev score, so a killed IMP resumes at the level it was in.

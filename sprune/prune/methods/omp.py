@@ -1,7 +1,8 @@
 """OMP: one-shot magnitude pruning (paper 001, Sec. 2.2).
 
 1. fine-tune theta_0 on the task (the recipe's dense run, `ctx.dense_dir`),
-2. prune the fine-tuned weights theta_l by magnitude at the target sparsity -> mask m,
+2. prune the fine-tuned weights theta_l by magnitude (or the config's `criterion`; taylor
+   and wanda score theta_l on training batches) at the target sparsity -> mask m,
 3. sub-fine-tune the subnetwork m * theta_0 (weights rewound to the pretrained ones).
 Fine-tuning passes = the dense run's + the sub-fine-tuning's.
 

@@ -5,6 +5,10 @@
    the current weights by magnitude at the target again; the last update ends with a final
    re-prune, so the returned model is exactly at the target sparsity.
 
+The config's `criterion` replaces magnitude in steps 1 and 2 (taylor / wanda score on
+`criterion_batches` training batches at each re-prune, leaving the run's gradients, modes
+and RNG untouched, so a killed run still resumes to the same result).
+
 With `mask_from` the initial subnetwork is the given mask instead of MPI's (paper 001
 Sec. 4.3: PARP from another language's OMP mask); its sparsity must be the initial one.
 """
