@@ -61,3 +61,18 @@ else
   "$venv/bin/python" -c "import espeakng_loader" 2>/dev/null \
     || "$venv/bin/python" -m pip install -q espeakng-loader
 fi
+
+# The offline LM corpus (`sprune lm text --corpus kjv`) is the King James Bible read by
+# Debian's bible-kjv; without it only the KJV recipe and its tests are left out.
+kjv_needs="the KJV LM recipe needs Debian's bible-kjv bible-kjv-text (apt-get install bible-kjv bible-kjv-text, as root)"
+if command -v bible >/dev/null 2>&1; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "sprune: installing bible-kjv bible-kjv-text (Debian packages)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q bible-kjv bible-kjv-text >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q bible-kjv bible-kjv-text >/dev/null; } \
+    || echo "sprune: could not install them; $kjv_needs"
+else
+  echo "sprune: $kjv_needs"
+fi
