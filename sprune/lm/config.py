@@ -12,6 +12,7 @@ per-layer sizes below (as in DPHuBERT, masked and shrunk models come from one co
     layer_heads[i]   heads kept in block i (0: the block has no attention sublayer)
     layer_ffn[i]     feed-forward units kept in block i (0: no feed-forward sublayer)
     ranks[name]      a factorized Linear (`layers.3.ffn.up`, ...) of that rank: U [out, r] V [r, in]
+                     (rank 0: every rank component pruned, the layer outputs its bias)
 """
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ class LMConfig:
             layer, _, linear = name.partition(".")
             index = name.split(".")[1] if name.startswith("layers.") else ""
             if (layer != "layers" or not index.isdigit() or int(index) >= self.layers
-                    or name.split(".", 2)[2] not in BLOCK_LINEARS or rank < 1):
+                    or name.split(".", 2)[2] not in BLOCK_LINEARS or rank < 0):
                 raise UserError(f"model.ranks: '{name}: {rank}' is not a Linear of a block "
-                                f"(layers.<i>.{{{','.join(BLOCK_LINEARS)}}}) with rank >= 1")
+                                f"(layers.<i>.{{{','.join(BLOCK_LINEARS)}}}) with rank >= 0")
 
     @property
     def head_dim(self) -> int:

@@ -7,6 +7,7 @@ F feed-forward units kept, r rank of a factorized layer.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,10 @@ class LowRankLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True) -> None:
         super().__init__()
-        self.first = nn.Linear(in_features, rank, bias=False)
-        self.second = nn.Linear(rank, out_features, bias=bias)
+        with warnings.catch_warnings():   # rank 0 (all components pruned) has empty factors
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.first = nn.Linear(in_features, rank, bias=False)
+            self.second = nn.Linear(rank, out_features, bias=bias)
 
     @property
     def rank(self) -> int:
