@@ -37,7 +37,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "downstream": ("sprune.bin.downstream", "frozen-upstream intent and CTC heads, side by side"),
     "superb": ("sprune.bin.superb", "SUPERB via s3prl: export, task commands, Table 1 + score"),
     "phonemize": ("sprune.bin.phonemize", "write phone transcripts (text.phones) with espeak-ng"),
-    "lm": ("sprune.bin.lm", "language models: text, bpe, train, prune, eval, shrink, import, export"),
+    "lm": ("sprune.bin.lm", "Transformer LMs (paper 002): train, prune, evaluate, shrink"),
 }
 
 
