@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 from pathlib import Path
 
 from sprune.errors import UserError
@@ -42,11 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sprune.bin.lm_train import load_text
+    from sprune.bin.lm_train import start_run
     from sprune.config import load_config
     from sprune.lm.checkpoint import load_lm, vocab_path
     from sprune.lm.prune import LMPruneConfig, prune_lm
-    from sprune.lm.train import LMData
     from sprune.lm.vocab import LMVocab, check_vocab_matches
 
     config = load_config(LMPruneConfig, args.config, args.overrides)
@@ -62,13 +60,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.lm} holds no bpe.model; pass --bpe")
     vocab = LMVocab.load(bpe)
     check_vocab_matches(vocab, model.config.vocab_size, str(args.lm))
-    if args.restart and args.out.exists():
-        shutil.rmtree(args.out)
-    if (args.out / "outcome.json").is_file():
-        print(f"{args.out}: finished before (outcome.json); nothing to do")
+    data = start_run(args, vocab, config.max_len, config.dev_lines)
+    if data is None:
         return 0
-    text = load_text(args.text)
-    data = LMData(vocab, text["train"], text["dev"], config.max_len, config.dev_lines)
     outcome = prune_lm(model.train(), config, data, args.out, bpe,
                        info={"pruned_from": str(args.lm)})
     print(f"{args.out}: {config.method} / {config.criterion} / {config.schedule}: "

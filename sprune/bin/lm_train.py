@@ -47,9 +47,23 @@ def load_text(folder: Path, splits: tuple[str, ...] = ("train", "dev")) -> dict[
             for split in splits}
 
 
+def start_run(args: argparse.Namespace, vocab, max_len: int, dev_lines: int | None):
+    """--restart, then the encoded train/dev text of --text, or None when --out finished before
+    (shared by `sprune lm train` and `sprune lm prune`)."""
+    from sprune.lm.train import LMData
+
+    if args.restart and args.out.exists():
+        shutil.rmtree(args.out)
+    if (args.out / "outcome.json").is_file():
+        print(f"{args.out}: finished before (outcome.json); nothing to do")
+        return None
+    text = load_text(args.text)
+    return LMData(vocab, text["train"], text["dev"], max_len, dev_lines)
+
+
 def run(args: argparse.Namespace) -> int:
     from sprune.config import load_config
-    from sprune.lm.train import LMData, LMTrainConfig, sized_config, train_lm
+    from sprune.lm.train import LMTrainConfig, sized_config, train_lm
     from sprune.lm.vocab import LMVocab
 
     config = load_config(LMTrainConfig, args.config, args.overrides)
@@ -60,13 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if args.target_params is not None:
         config = dataclasses.replace(config, model=sized_config(config.model, args.target_params))
         info = {"target_params": args.target_params}
-    if args.restart and args.out.exists():
-        shutil.rmtree(args.out)
-    if (args.out / "outcome.json").is_file():
-        print(f"{args.out}: finished before (outcome.json); nothing to do")
+    data = start_run(args, vocab, config.max_len, config.dev_lines)
+    if data is None:
         return 0
-    text = load_text(args.text)
-    data = LMData(vocab, text["train"], text["dev"], config.max_len, config.dev_lines)
     outcome = train_lm(config, data, args.out, args.bpe, info=info)
     print(f"{args.out}: {outcome['params']:,} parameters, dev ppl {outcome['dev']['ppl']:.2f} "
           f"after {outcome['steps']} updates")
