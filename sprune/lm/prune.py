@@ -50,7 +50,7 @@ from sprune.lm.shrink import shrink
 from sprune.lm.structure import UnitMap
 from sprune.lm.train import LMData, make_trainer
 from sprune.prune.apply import HardMask, zero_pruned
-from sprune.prune.criteria import make_criterion
+from sprune.prune.methods.base import build_criterion, task_loss
 from sprune.prune.mask import Mask
 from sprune.prune.schedule import Incremental, OneShot
 from sprune.prune.scope import resolve_scope
@@ -99,7 +99,7 @@ class LMPruneConfig:
         if self.schedule not in LM_SCHEDULES:
             raise UserError(f"unknown sparsity schedule '{self.schedule}'; known: "
                             f"{', '.join(LM_SCHEDULES)}")
-        make_criterion(self.criterion, **({"seed": 0} if self.criterion == "random" else {}))
+        build_criterion(self.criterion)
         if (self.target_params is None) == (self.sparsity is None):
             raise UserError("give exactly one of target_params (an LM size in parameters) and "
                             "sparsity (of the pruned scope)")
@@ -269,17 +269,14 @@ def prune_lm(dense: TransformerLM, config: LMPruneConfig, data: LMData, out_dir:
     sparsity = (selector.sparsity_for(config.target_params) if config.target_params is not None
                 else config.sparsity)
     check_sparsity(sparsity)
-    criterion_name = config.criterion
     trainer_holder: dict[str, Trainer] = {}
 
     def score(m: TransformerLM) -> dict[str, torch.Tensor]:
-        criterion = make_criterion(criterion_name, **({"seed": config.seed}
-                                                      if criterion_name == "random" else {}))
-        needs_data = criterion.needs_gradients or getattr(criterion, "needs_activations", False)
+        criterion = build_criterion(config.criterion, config.seed)
+        needs_data = criterion.needs_gradients or criterion.needs_activations
         batches = (criterion_batches(data, config, next(m.parameters()).device)
                    if needs_data else None)
-        return score_parameters(criterion, m, selector.scored, batches,
-                                lambda model, batch: model(batch)["loss"])
+        return score_parameters(criterion, m, selector.scored, batches, task_loss)
 
     snapshot = None
     pending = sorted((int(s) for s in config.snapshots), reverse=True)
