@@ -97,6 +97,38 @@ def test_collapse_drops_emptied_sublayers():
                               atol=1e-5)
 
 
+def test_rank_zero_ffn_is_folded_into_the_attention_bias():
+    model = factorize(tiny_lm(layers=2), "full")
+    units = UnitMap(model, ["rank"])
+    keep = units.all_kept()
+    keep["layers.0.ffn.up.rank"][:] = False          # block 0's FFN now outputs a constant
+    keep["layers.1.attention.q.rank"][3:] = False
+    mask = units.expand(keep)
+    small = shrink(model, mask).eval()
+    assert small.config.layer_ffn == [0, 24] and small.layers[0].ffn is None
+    assert "layers.0.ffn.up" not in small.config.ranks
+    with torch.no_grad():
+        assert torch.allclose(masked_copy(model, mask).logits(TOKENS), small.logits(TOKENS),
+                              atol=1e-5)
+
+
+def test_stacked_qkv_decoding_equals_the_separate_projections():
+    """Without autograd the dense q, k, v run as one cached product; it must give the same
+    outputs, and see weights changed in place (HardMask, training) at the next call."""
+    model = tiny_lm(layers=2)
+    attention = model.layers[0].attention
+    with torch.enable_grad():
+        reference = model.logits(TOKENS)
+    with torch.no_grad():
+        assert torch.allclose(model.logits(TOKENS), reference, atol=1e-6)
+        assert attention._stacked is not None
+        attention.k.weight.mul_(0.5)
+        fused = model.logits(TOKENS)
+    with torch.enable_grad():
+        assert torch.allclose(fused, model.logits(TOKENS), atol=1e-6)
+    assert not torch.allclose(fused, reference, atol=1e-4)
+
+
 def test_head_unit_owns_rows_and_columns_by_hand():
     """Head 2 of block 0 (head size 4): rows 8..11 of q, k, v (and biases), columns 8..11
     of the output projection -- and nothing else."""

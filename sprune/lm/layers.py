@@ -94,38 +94,64 @@ class CausalSelfAttention(nn.Module):
         self.k = make_linear(d_model, inner, ranks.get("k"))
         self.v = make_linear(d_model, inner, ranks.get("v"))
         self.out = make_linear(inner, d_model, ranks.get("out"))
+        self._stacked: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # _stacked_weights
+
+    def _project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v [B, T, H d]. Without autograd and hooks (decoding), dense projections run
+        as one product over their stacked weights: a decoding step of a model with few heads
+        left is bound by the number of small products more than by their FLOPs."""
+        projections = (self.q, self.k, self.v)
+        if (torch.is_grad_enabled() or not all(type(m) is nn.Linear for m in projections)
+                or any(m._forward_hooks or m._forward_pre_hooks for m in (self, *projections))):
+            return self.q(x), self.k(x), self.v(x)
+        weight, bias = self._stacked_weights()
+        return F.linear(x, weight, bias).chunk(3, dim=-1)
+
+    def _stacked_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W [3 H d, D], b [3 H d]) of q, k, v; cached, rebuilt when a weight is replaced or
+        changed in place (its storage or version counter moves: training, HardMask)."""
+        params = [p for m in (self.q, self.k, self.v) for p in (m.weight, m.bias)]
+        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype, p.device)
+                    for p in params)
+        if self._stacked is None or self._stacked[0] != key:
+            with torch.no_grad():
+                self._stacked = (key, torch.cat(params[0::2]), torch.cat(params[1::2]))
+        return self._stacked[1], self._stacked[2]
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         batch, time, _ = x.shape
         return x.view(batch, time, self.heads, self.head_dim).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
-                key_valid: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x [B, T, D] -> (y [B, T, D], (keys, values) [B, H, S + T, d]).
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                start: int = 0, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, D] -> y [B, T, D].
 
-        Without `past` the T positions attend causally among themselves. With `past` (the
-        cached keys and values [B, H, S, d]) the new positions attend to the cache and
-        causally to each other; `key_valid` [B, S + T] marks the keys that exist (a batch of
-        hypotheses of different lengths pads its caches).
+        Without `cache` the T positions attend causally among themselves (training). With
+        `cache` (key and value buffers [B, H, C, d], C >= start + T) the new keys and values
+        are written in place at positions start .. start + T - 1 and the new positions attend
+        to every position before them; `key_valid` [B, start + T] marks the keys that exist
+        (a batch of hypotheses of different lengths pads its caches), None: all of them.
         """
-        q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
+        q, k, v = (self._split(t) for t in self._project(x))
         p = self.dropout if self.training else 0.0
-        time, total = q.shape[2], k.shape[2]
-        if past is None and key_valid is None:
+        if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         else:
-            allowed = torch.ones(time, total, dtype=torch.bool, device=x.device).tril(total - time)
-            mask = allowed[None, None]
+            time, total = q.shape[2], start + q.shape[2]
+            keys, values = cache
+            keys[:, :, start:total] = k
+            values[:, :, start:total] = v
+            mask = None   # one new token over a full cache attends to everything: no mask
+            if time > 1:
+                mask = torch.ones(time, total, dtype=torch.bool, device=x.device).tril(start)[None, None]
             if key_valid is not None:
-                mask = mask & key_valid[:, None, None, :]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        batch = x.shape[0]
+                valid = key_valid[:, None, None, :]
+                mask = valid if mask is None else mask & valid
+            y = F.scaled_dot_product_attention(q, keys[:, :, :total], values[:, :, :total],
+                                               attn_mask=mask, dropout_p=p)
+        batch, time = x.shape[0], x.shape[1]
         y = y.transpose(1, 2).reshape(batch, time, self.heads * self.head_dim)
-        return self.out(y), (k, v)
+        return self.out(y)
 
 
 class FeedForward(nn.Module):
@@ -141,7 +167,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D]."""
-        return self.down(self.drop(torch.relu(self.up(x))))
+        hidden = torch.relu(self.up(x))
+        return self.down(self.drop(hidden) if self.training else hidden)
 
 
 def sinusoidal_positions(positions: torch.Tensor, d_model: int) -> torch.Tensor:

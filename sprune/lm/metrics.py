@@ -189,7 +189,8 @@ def _filled_cache(model: TransformerLM, batch: int, context: int, generator: tor
     """A cache holding `context` random tokens per hypothesis and the next tokens [B, 1]."""
     # The last id is <sos/eos>; filling with ordinary tokens keeps the state realistic.
     high = model.config.vocab_size - 1
-    cache = model.init_cache(batch, device)
+    # Room for the timed token: each timed step appends in place after the same context.
+    cache = model.init_cache(batch, device, capacity=context + 1)
     if context:
         prefix = torch.randint(0, high, (batch, context), generator=generator).to(device)
         _, cache = model.step(prefix, cache)

@@ -11,10 +11,11 @@ its weights, and `parameter_groups()` names each block's Linear layers the way t
 scopes expect (`layers.{i}.attention.{q,k,v,out}`, `layers.{i}.ffn.{up,down}`).
 
 Decoding state: the cache holds, per block, the keys and values of every position seen so
-far, [B, H, S, d], so a step projects only the new token (ESPnet's TransformerLM caches block
-outputs and projects the keys and values of the whole prefix again at every step). Positions
-of a batch may have different lengths: `LMCache.valid` [B, S] marks the real entries and the
-next token of hypothesis b sits at position `valid[b].sum()`.
+far, in buffers [B, H, C, d] that steps append to in place, so a step projects only the new
+token (ESPnet's TransformerLM caches block outputs and projects the keys and values of the
+whole prefix again at every step). Hypotheses of a batch may have different lengths:
+`LMCache.valid` marks the real entries and `LMCache.lengths` the position of each one's next
+token.
 """
 from __future__ import annotations
 
@@ -49,38 +50,49 @@ class Block(nn.Module):
         self.ffn = FeedForward(config.d_model, units, config.dropout, ffn_ranks) if units else None
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
-                key_valid: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
-        """x [B, T, D] -> (x [B, T, D], this block's keys and values [B, H, S + T, d] or None)."""
-        present = None
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+                start: int = 0, key_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D]; `cache`, `start`, `key_valid`: see CausalSelfAttention."""
         if self.attention is not None:
-            y, present = self.attention(self.attention_norm(x), past, key_valid)
-            x = x + self.drop(y)
+            y = self.attention(self.attention_norm(x), cache, start, key_valid)
+            x = x + (self.drop(y) if self.training else y)
         if self.ffn is not None:
-            x = x + self.drop(self.ffn(self.ffn_norm(x)))
-        return x, present
+            y = self.ffn(self.ffn_norm(x))
+            x = x + (self.drop(y) if self.training else y)
+        return x
 
 
 @dataclass
 class LMCache:
-    """Keys and values per block ([B, H, S, d], None for a block without attention) and
-    `valid` [B, S]: which of the S cached positions exist for each hypothesis."""
+    """Decoding state of B hypotheses.
+
+    keys / values: per block a buffer [B, H, C, d] (None for a block without attention) whose
+    first `size` positions are filled; C >= size leaves room to append in place.
+    valid [B, C]: which filled positions exist for each hypothesis (hypotheses of different
+    lengths stacked into one cache leave gaps; `ragged` says whether any gap exists).
+    lengths [B]: tokens seen by each hypothesis, the position of its next token.
+
+    `TransformerLM.step` writes into the buffers in place and returns the same buffers: a
+    cache is consumed by the step that extends it (branch with `select`, which copies).
+    """
 
     keys: list[torch.Tensor | None]
     values: list[torch.Tensor | None]
     valid: torch.Tensor
+    lengths: torch.Tensor
+    size: int = 0
+    ragged: bool = False
 
     @property
-    def lengths(self) -> torch.Tensor:
-        """[B] tokens seen by each hypothesis (the position of its next token)."""
-        return self.valid.sum(dim=1)
+    def capacity(self) -> int:
+        return self.valid.shape[1]
 
     def select(self, index: torch.Tensor) -> "LMCache":
-        """The cache of hypotheses `index` [B'] (beam reordering; repeats allowed)."""
+        """The cache of hypotheses `index` [B'] (beam reordering; repeats allowed; copies)."""
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
         return LMCache([pick(k) for k in self.keys], [pick(v) for v in self.values],
-                       self.valid.index_select(0, index))
+                       self.valid.index_select(0, index), self.lengths.index_select(0, index),
+                       self.size, self.ragged)
 
 
 class TransformerLM(nn.Module, BatchScorerInterface):
@@ -98,27 +110,41 @@ class TransformerLM(nn.Module, BatchScorerInterface):
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.norm_eps)
         self.output = nn.Linear(config.d_model, config.vocab_size)
+        self._position_table: torch.Tensor | None = None
 
     @property
     def sos_eos(self) -> int:
         return self.config.vocab_size - 1
 
     # -- the network -------------------------------------------------------------------------
-    def _input(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """tokens [B, T], positions [B, T] -> block input [B, T, D]."""
-        x = torch.relu(self.drop(self.input_norm(self.input_proj(self.embed(tokens)))))
+    def _positions(self, positions: torch.Tensor, bound: int) -> torch.Tensor:
+        """The sinusoidal table at `positions` [B, T] (all < `bound`) -> [B, T, D], from a
+        table kept beside the model (not a weight: it is not saved), grown when needed."""
+        needed = max(bound, 1)
+        table = self._position_table
+        if table is None or table.shape[0] < needed or table.device != positions.device:
+            size = max(needed, 2 * (table.shape[0] if table is not None else 0), 512)
+            table = sinusoidal_positions(torch.arange(size, device=positions.device),
+                                         self.config.d_model)
+            self._position_table = table
+        return table[positions]
+
+    def _input(self, tokens: torch.Tensor, positions: torch.Tensor, bound: int) -> torch.Tensor:
+        """tokens [B, T], positions [B, T] (all < `bound`) -> block input [B, T, D]."""
+        x = self.input_norm(self.input_proj(self.embed(tokens)))
+        x = torch.relu(self.drop(x) if self.training else x)
         if self.config.pos_enc == "sinusoidal":
-            d_model = self.config.d_model
-            x = x * d_model ** 0.5 + sinusoidal_positions(positions, d_model).to(x.dtype)
-            x = self.drop(x)
+            x = x * self.config.d_model ** 0.5 + self._positions(positions, bound).to(x.dtype)
+            if self.training:
+                x = self.drop(x)
         return x
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [B, T] (starting with <sos>) -> next-token logits [B, T, V], causally."""
         positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
-        x = self._input(tokens, positions)
+        x = self._input(tokens, positions, tokens.shape[1])
         for block in self.layers:
-            x, _ = block(x)
+            x = block(x)
         return self.output(self.final_norm(x))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -139,30 +165,55 @@ class TransformerLM(nn.Module, BatchScorerInterface):
         return {"loss": nll_sum / count.clamp(min=1), "nll_sum": nll_sum.detach(),
                 "num_tokens": count.detach()}
 
-    def init_cache(self, batch_size: int, device: torch.device | str | None = None) -> LMCache:
-        """An empty cache for `batch_size` hypotheses."""
+    def init_cache(self, batch_size: int, device: torch.device | str | None = None,
+                   capacity: int = 0) -> LMCache:
+        """An empty cache for `batch_size` hypotheses (room for `capacity` tokens; it grows)."""
         device = device or self.output.weight.device
-        return LMCache([None] * len(self.layers), [None] * len(self.layers),
-                       torch.zeros(batch_size, 0, dtype=torch.bool, device=device))
+        cache = LMCache([None] * len(self.layers), [None] * len(self.layers),
+                        torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
+                        torch.zeros(batch_size, dtype=torch.long, device=device))
+        return self._reserve(cache, capacity)
+
+    def _reserve(self, cache: LMCache, needed: int) -> LMCache:
+        """`cache` with room for `needed` positions in all (buffers doubled when they grow)."""
+        if needed <= cache.capacity:
+            return cache
+        capacity = max(needed, 2 * cache.capacity, 16)
+        batch, device = cache.valid.shape[0], cache.valid.device
+        dtype = self.output.weight.dtype
+
+        def grown(old: torch.Tensor | None, block: Block) -> torch.Tensor | None:
+            if block.attention is None:
+                return None
+            att = block.attention
+            new = torch.zeros(batch, att.heads, capacity, att.head_dim, dtype=dtype, device=device)
+            if old is not None:
+                new[:, :, :cache.size] = old[:, :, :cache.size]
+            return new
+
+        valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        valid[:, :cache.size] = cache.valid[:, :cache.size]
+        return LMCache([grown(k, b) for k, b in zip(cache.keys, self.layers)],
+                       [grown(v, b) for v, b in zip(cache.values, self.layers)],
+                       valid, cache.lengths, cache.size, cache.ragged)
 
     def step(self, tokens: torch.Tensor, cache: LMCache) -> tuple[torch.Tensor, LMCache]:
         """Feed `tokens` [B, T] after what `cache` holds -> (log-probs of the token after the
-        last one [B, V], the cache extended by T positions). T is usually 1 (one decoding
-        step); a first call with an empty cache may feed whole prefixes."""
+        last one [B, V], the cache extended by T positions, in place). T is usually 1 (one
+        decoding step); a first call with an empty cache may feed whole prefixes."""
         batch, time = tokens.shape
+        cache = self._reserve(cache, cache.size + time)
+        start = cache.size
         positions = cache.lengths[:, None] + torch.arange(time, device=tokens.device)[None, :]
-        valid = torch.cat([cache.valid, torch.ones(batch, time, dtype=torch.bool,
-                                                   device=cache.valid.device)], dim=1)
-        dense = bool(valid.all()) if valid.numel() else True
-        x = self._input(tokens, positions)
-        keys, values = [], []
-        for i, block in enumerate(self.layers):
-            past = None if cache.keys[i] is None else (cache.keys[i], cache.values[i])
-            x, present = block(x, past, None if dense and past is None else valid)
-            keys.append(None if present is None else present[0])
-            values.append(None if present is None else present[1])
+        cache.valid[:, start:start + time] = True
+        key_valid = cache.valid[:, :start + time] if cache.ragged else None
+        x = self._input(tokens, positions, start + time)
+        for block, keys, values in zip(self.layers, cache.keys, cache.values):
+            x = block(x, None if keys is None else (keys, values), start, key_valid)
         logits = self.output(self.final_norm(x[:, -1]))
-        return logits.float().log_softmax(dim=-1), LMCache(keys, values, valid)
+        cache = LMCache(cache.keys, cache.values, cache.valid, cache.lengths + time,
+                        start + time, cache.ragged)
+        return logits.float().log_softmax(dim=-1), cache
 
     # -- ESPnet's scorer interface -----------------------------------------------------------
     # A hypothesis' state is (keys, values, valid) of its own positions: per block [H, S, d]
@@ -187,34 +238,28 @@ class TransformerLM(nn.Module, BatchScorerInterface):
         return logp, self.unstack_states(cache)
 
     def stack_states(self, states: Sequence[Any]) -> LMCache:
-        """Per-hypothesis states -> one cache, padded to the longest (valid marks the rest)."""
-        longest = max(s[2].shape[0] for s in states)
-
-        def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-            missing = longest - t.shape[dim]
-            if not missing:
-                return t
-            shape = list(t.shape)
-            shape[dim] = missing
-            return torch.cat([t, t.new_zeros(shape)], dim=dim)
-
-        keys, values = [], []
-        for i in range(len(self.layers)):
-            if states[0][0][i] is None:
-                keys.append(None)
-                values.append(None)
-                continue
-            keys.append(torch.stack([pad(s[0][i], 1) for s in states]))
-            values.append(torch.stack([pad(s[1][i], 1) for s in states]))
-        valid = torch.stack([pad(s[2], 0) for s in states])
-        return LMCache(keys, values, valid)
+        """Per-hypothesis states -> one cache, padded to the longest (valid marks the rest),
+        with room for one more position."""
+        sizes = [s[2].shape[0] for s in states]
+        longest, device = max(sizes), states[0][2].device
+        cache = self._reserve(self.init_cache(len(states), device), longest + 1)
+        for b, (keys, values, valid) in enumerate(states):
+            for i in range(len(self.layers)):
+                if keys[i] is not None:
+                    cache.keys[i][b, :, :sizes[b]] = keys[i]
+                    cache.values[i][b, :, :sizes[b]] = values[i]
+            cache.valid[b, :sizes[b]] = valid
+        filled = cache.valid[:, :longest]
+        return LMCache(cache.keys, cache.values, cache.valid, filled.sum(dim=1), longest,
+                       not bool(filled.all()))
 
     @staticmethod
     def unstack_states(cache: LMCache) -> list[Any]:
-        """One cache -> per-hypothesis states (views, no copies)."""
-        return [([None if k is None else k[b] for k in cache.keys],
-                 [None if v is None else v[b] for v in cache.values],
-                 cache.valid[b]) for b in range(cache.valid.shape[0])]
+        """One cache -> per-hypothesis states (views of its filled positions, no copies)."""
+        size = cache.size
+        return [([None if k is None else k[b, :, :size] for k in cache.keys],
+                 [None if v is None else v[b, :, :size] for v in cache.values],
+                 cache.valid[b, :size]) for b in range(cache.valid.shape[0])]
 
     # -- what pruning needs ------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[str]]:

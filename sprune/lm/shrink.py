@@ -3,8 +3,9 @@ of the same class whose config holds the per-layer sizes, and which computes the
 log-probs as the masked model (test/test_lm_prune.py checks it for every unit kind).
 
 A head, FFN unit or rank component is kept when any weight it owns is kept by the mask; a
-sublayer with none left is dropped (`layer_heads` / `layer_ffn` 0). Parameters the mask does
-not cover are copied as they are.
+sublayer with none left is dropped (`layer_heads` / `layer_ffn` 0). A factorized feed-forward
+sublayer with a factor of rank 0 outputs a constant: it is folded into the block's attention
+output bias and dropped too. Parameters the mask does not cover are copied as they are.
 """
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def shrink(model: TransformerLM, mask: Mask) -> TransformerLM:
                 ranks[path] = int(keep.sum())
                 select[f"{path}.first.weight"] = (0, _indices(keep))
                 select[f"{path}.second.weight"] = (1, _indices(keep))
+    folded = _constant_ffns(masked, layer_heads, ranks)
+    for i in folded:
+        layer_ffn[i] = 0
+        for linear in ("up", "down"):
+            ranks.pop(f"layers.{i}.ffn.{linear}", None)
     new_config = dataclasses.replace(config, layer_heads=layer_heads, layer_ffn=layer_ffn,
                                      ranks=ranks)
     out = TransformerLM(new_config)
@@ -90,6 +96,10 @@ def shrink(model: TransformerLM, mask: Mask) -> TransformerLM:
             dim, index = select[name]
             value = value.index_select(dim, index)
         new_state[name] = value
+    for i, constant in folded.items():
+        bias = (f"layers.{i}.attention.out.bias" if f"layers.{i}.attention.out.bias" in new_state
+                else f"layers.{i}.attention.out.second.bias")
+        new_state[bias] = new_state[bias] + constant
     out.load_state_dict(new_state)
     return out.to(model.output.weight.device).train(model.training)
 
@@ -101,3 +111,23 @@ def _select_linear(select: dict, path: str, module: nn.Linear, dim: int,
     select[f"{path}.weight"] = (dim, rows)
     if dim == 0 and module.bias is not None:
         select[f"{path}.bias"] = (0, rows)
+
+
+def _constant_ffns(masked: TransformerLM, layer_heads: list[int], ranks: dict[str, int]
+                   ) -> dict[int, torch.Tensor]:
+    """Blocks whose feed-forward sublayer has a factor of rank 0 -> its constant output [D].
+
+    Such a sublayer ignores its input (up of rank 0 outputs its bias, down of rank 0 too), so
+    it only adds a constant after the attention sublayer: folded into the attention's output
+    bias, the sublayer is dropped with the block computing the same (blocks without
+    attention keep it)."""
+    folded = {}
+    for i, block in enumerate(masked.layers):
+        if block.ffn is None or layer_heads[i] == 0:
+            continue
+        if any(ranks.get(f"layers.{i}.ffn.{linear}", 1) == 0 for linear in ("up", "down")):
+            with torch.no_grad():
+                zero = torch.zeros(1, 1, masked.config.d_model,
+                                   device=masked.output.weight.device)
+                folded[i] = block.ffn(block.ffn_norm(zero)).reshape(-1).detach()
+    return folded
