@@ -39,10 +39,10 @@ SENTENCES = [
 ]
 
 
-def tiny_lm(layers: int = 3, seed: int = 0, **sizes) -> TransformerLM:
+def tiny_lm(layers: int = 3, seed: int = 0, dropout: float = 0.0, **sizes) -> TransformerLM:
     torch.manual_seed(seed)
     config = LMConfig(vocab_size=30, embed_dim=8, d_model=16, heads=4, ffn_dim=24,
-                      layers=layers, dropout=0.0, attention_dropout=0.0, **sizes)
+                      layers=layers, dropout=dropout, attention_dropout=dropout, **sizes)
     return TransformerLM(config).eval()
 
 
@@ -98,13 +98,14 @@ def test_collapse_drops_emptied_sublayers():
 
 
 def test_rank_zero_ffn_is_folded_into_the_attention_bias():
-    model = factorize(tiny_lm(layers=2), "full")
+    model = factorize(tiny_lm(layers=2, dropout=0.1), "full").train()   # dropout must not leak in
     units = UnitMap(model, ["rank"])
     keep = units.all_kept()
     keep["layers.0.ffn.up.rank"][:] = False          # block 0's FFN now outputs a constant
     keep["layers.1.attention.q.rank"][3:] = False
     mask = units.expand(keep)
     small = shrink(model, mask).eval()
+    model.eval()
     assert small.config.layer_ffn == [0, 24] and small.layers[0].ffn is None
     assert "layers.0.ffn.up" not in small.config.ranks
     with torch.no_grad():

@@ -39,7 +39,7 @@ def _indices(keep: torch.Tensor, width: int = 1) -> torch.Tensor:
 
 def shrink(model: TransformerLM, mask: Mask) -> TransformerLM:
     """The smaller dense LM equal to `model` with `mask` applied (model is not modified)."""
-    masked = TransformerLM(model.config)
+    masked = TransformerLM(model.config).eval()   # eval: the constants below see no dropout
     masked.load_state_dict(model.state_dict())
     zero_pruned(masked, mask)
     config, state = model.config, masked.state_dict()
