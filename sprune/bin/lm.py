@@ -9,6 +9,7 @@ them to and from ESPnet.
   sprune lm shrink ...   turn a structured / low-rank pruned LM into a smaller dense one
   sprune lm import ...   an espnet2 TransformerLM checkpoint -> a sprune LM
   sprune lm export ...   a sprune LM -> an espnet2 TransformerLM checkpoint
+  sprune lm results ...  RESULTS.md, results.csv and PNG plots of an LM experiment
 
 Run `sprune lm <command> --help` for each command's options.
 """
@@ -28,6 +29,7 @@ LM_COMMANDS: dict[str, tuple[str, str]] = {
     "prune": ("sprune.bin.lm_prune", "prune an LM (criterion x method x schedule) and fine-tune"),
     "eval": ("sprune.bin.lm_eval", "perplexity, parameters, FLOPs/token and latency of LMs"),
     "shrink": ("sprune.bin.lm_shrink", "shrink a structured or low-rank pruned LM"),
+    "results": ("sprune.bin.lm_results", "RESULTS.md, CSV and plots of an LM pruning study"),
     "import": ("sprune.bin.lm_import", "convert an espnet2 TransformerLM checkpoint to sprune"),
     "export": ("sprune.bin.lm_export", "convert a sprune LM to an espnet2 TransformerLM"),
 }
