@@ -484,6 +484,20 @@ def plot_ppl(runs: Sequence[LMRun], axis: str, split: str, path: Path) -> bool:
 
 # -- RESULTS.md ----------------------------------------------------------------------------
 
+def _comparison_section(title: str, pairs: Sequence[Pair], field: str, order: Sequence[str],
+                        base: str, default: str, shared: tuple[str, ...]) -> str:
+    """A question's markdown section: per value of `field` that differs from `base`, the
+    summary line and the pairs table (`default` names the other side when there are none)."""
+    section = title
+    if not pairs:
+        section += summary_line([], default, base) + "\n"
+    for name in sorted({p.key[field] for p in pairs}, key=lambda v: _order(v, order)):
+        these = [p for p in pairs if p.key[field] == name]
+        section += (summary_line(these, name, base, shared) + "\n\n"
+                    + pairs_table(these, shared, base, name) + "\n")
+    return section
+
+
 def render(runs: Sequence[LMRun], title: str, note: str, plots: dict[str, str]) -> str:
     split = pick_split(runs)
     dense = [r for r in runs if r.kind == "dense"]
@@ -514,30 +528,12 @@ def render(runs: Sequence[LMRun], title: str, note: str, plots: dict[str, str]) 
                         for r in over) + ".\n")
     parts.append("## Paper 002's questions at this scale\n\nComputed from the table above "
                  "(`sprune lm results`); each line states the sign it finds.\n")
-    schedules = compare_schedules(runs, split)
-    section = "### 1. Incremental vs one-shot pruning\n\n"
-    incremental = sorted({p.key["schedule"] for p in schedules},
-                         key=lambda s: _order(s, SCHEDULE_ORDER))
-    if not schedules:
-        section += summary_line([], "incremental", ONE_SHOT) + "\n"
-    for name in incremental:
-        these = [p for p in schedules if p.key["schedule"] == name]
-        section += (summary_line(these, name, ONE_SHOT, ("method", "criterion", "target"))
-                    + "\n\n" + pairs_table(these, ("method", "criterion", "target"),
-                                           ONE_SHOT, name) + "\n")
-    parts.append(section)
-    criteria = compare_criteria(runs, split)
-    section = "### 2. Data-driven (Taylor) vs magnitude criterion\n\n"
-    others = sorted({p.key["criterion"] for p in criteria},
-                    key=lambda c: _order(c, CRITERION_ORDER))
-    if not criteria:
-        section += summary_line([], "taylor", BASE_CRITERION) + "\n"
-    for name in others:
-        these = [p for p in criteria if p.key["criterion"] == name]
-        section += (summary_line(these, name, BASE_CRITERION, ("method", "schedule", "target"))
-                    + "\n\n" + pairs_table(these, ("method", "schedule", "target"),
-                                           BASE_CRITERION, name) + "\n")
-    parts.append(section)
+    parts.append(_comparison_section(
+        "### 1. Incremental vs one-shot pruning\n\n", compare_schedules(runs, split),
+        "schedule", SCHEDULE_ORDER, ONE_SHOT, "incremental", ("method", "criterion", "target")))
+    parts.append(_comparison_section(
+        "### 2. Data-driven (Taylor) vs magnitude criterion\n\n", compare_criteria(runs, split),
+        "criterion", CRITERION_ORDER, BASE_CRITERION, "taylor", ("method", "schedule", "target")))
     parts.append("### 3. Pruned vs same-size models trained from scratch\n\n"
                  + scratch_section(compare_scratch(runs, split)))
     if plots:
