@@ -277,7 +277,8 @@ def test_prune_runs_reach_the_target(lm_setup, method, schedule):
     target = int(dense_outcome["params"] * 0.7)
     config = LMPruneConfig(method=method, criterion="taylor", schedule=schedule,
                            target_params=target, prune_every=2, ramp_fraction=0.5,
-                           criterion_batches=2, train=finetune())
+                           criterion_batches=2, train=finetune(),
+                           snapshots=[int(dense_outcome["params"] * 0.85)])
     dense, _ = load_lm(root / "dense" / "final")
     out = root / f"{method}_{schedule}"
     outcome = prune_lm(dense.train(), config, data, out, root / "bpe.model")
@@ -294,7 +295,12 @@ def test_prune_runs_reach_the_target(lm_setup, method, schedule):
             tokens = TOKENS.clamp(max=small.config.vocab_size - 1)
             assert torch.allclose(small.logits(tokens), final.logits(tokens), atol=1e-4)
     history = json.loads((out / "final" / "config.json").read_text())["info"]["history"]
-    if schedule == "cubic":
+    snapshot = out / "snapshots" / str(int(dense_outcome["params"] * 0.85))
+    if schedule == "cubic":   # the ramp passes 85 % of the dense size on its way down
+        exported, document = load_lm(snapshot)
+        assert exported.num_parameters(nonzero=method == "unstructured") <= int(
+            dense_outcome["params"] * 0.85) * 1.03
+        assert 0 < document["info"]["step"] < config.train.max_steps
         assert len(history) > 1 and [h["params"] for h in history] == sorted(
             [h["params"] for h in history], reverse=True)
     else:

@@ -56,7 +56,7 @@ from sprune.prune.schedule import Incremental, OneShot
 from sprune.prune.scope import resolve_scope
 from sprune.prune.select import check_sparsity, select_mask
 from sprune.prune.statistics import score_parameters
-from sprune.train import Callback, TrainConfig, Trainer, move_to_device
+from sprune.train import Callback, TrainConfig, Trainer, move_to_device, planned_steps
 
 METHODS = ("unstructured", "structured", "lowrank")
 LM_SCHEDULES = ("one-shot", "cubic", "linear")
@@ -206,7 +206,7 @@ class LMPruneCallback(Callback):
         self.history.append({"step": trainer.step, "sparsity": sparsity, "params": size})
         trainer.log("prune", sparsity=sparsity, params=size)
         if self.snapshot is not None:
-            self.snapshot(trainer.model, self.mask, size)
+            self.snapshot(trainer.model, self.mask, size, trainer.step)
 
     def on_train_start(self, trainer: Trainer) -> None:
         if self.mask is not None:       # resumed: the checkpoint's mask
@@ -269,7 +269,6 @@ def prune_lm(dense: TransformerLM, config: LMPruneConfig, data: LMData, out_dir:
     sparsity = (selector.sparsity_for(config.target_params) if config.target_params is not None
                 else config.sparsity)
     check_sparsity(sparsity)
-    trainer_holder: dict[str, Trainer] = {}
 
     def score(m: TransformerLM) -> dict[str, torch.Tensor]:
         criterion = build_criterion(config.criterion, config.seed)
@@ -281,7 +280,7 @@ def prune_lm(dense: TransformerLM, config: LMPruneConfig, data: LMData, out_dir:
     snapshot = None
     pending = sorted((int(s) for s in config.snapshots), reverse=True)
     if pending:
-        def snapshot(m: TransformerLM, mask: Mask, size: int) -> None:
+        def snapshot(m: TransformerLM, mask: Mask, size: int, step: int) -> None:
             while pending and size <= pending[0]:
                 target = pending.pop(0)
                 folder = out_dir / "snapshots" / str(target)
@@ -289,15 +288,12 @@ def prune_lm(dense: TransformerLM, config: LMPruneConfig, data: LMData, out_dir:
                     exported = _export(m, mask, config)
                     save_lm(folder, exported.cpu(), vocab_file,
                             info={"snapshot_of": str(out_dir), "params": size,
-                                  "step": trainer_holder["t"].step})
+                                  "step": step})
 
-    schedule_steps = config.train.max_steps or 1
-    trainer = make_trainer(model, data, config.train, out_dir / "finetune",
-                           config.eval_batch_size, [])
-    schedule = make_schedule(config, sparsity, trainer.max_steps or schedule_steps)
+    schedule = make_schedule(config, sparsity, planned_steps(config.train, len(data.train)))
     callback = LMPruneCallback(selector, schedule, score, snapshot)
-    trainer.callbacks.append(callback)
-    trainer_holder["t"] = trainer
+    trainer = make_trainer(model, data, config.train, out_dir / "finetune",
+                           config.eval_batch_size, [callback])
     summary = trainer.fit(resume=resume)
     model = model.cpu().eval()
     mask = callback.mask if callback.mask is not None else Mask.ones_like(model, selector.scored)

@@ -107,7 +107,7 @@ def train_lm(config: LMTrainConfig, data: LMData, out_dir: Path, vocab_file: Pat
              resume: bool = True, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a fresh LM of `config.model` into `out_dir` (resumed when killed, reused when
     finished); returns its outcome (dev ppl, parameters, FLOPs per token)."""
-    from sprune.lm.checkpoint import load_lm, save_lm
+    from sprune.lm.checkpoint import save_lm
     from sprune.lm.metrics import flops_per_token
 
     outcome_path = out_dir / "outcome.json"
@@ -127,5 +127,4 @@ def train_lm(config: LMTrainConfig, data: LMData, out_dir: Path, vocab_file: Pat
                "steps": summary["steps"], "wall_seconds": summary["wall_seconds"],
                **(info or {})}
     atomic_write_text(outcome_path, json.dumps(outcome, indent=1) + "\n")
-    load_lm(out_dir / "final")   # fail now, not at evaluation, if the folder is unreadable
     return outcome
