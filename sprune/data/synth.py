@@ -18,6 +18,9 @@ The same seed gives byte-identical wavs (for one espeak-ng backend and version).
 written atomically and existing ones are kept, so a killed run resumes where it stopped;
 `OUT/wav/<lang>/synth.json` records the speakers and seed so that a resumed run with other
 settings is refused instead of mixing two corpora.
+
+The speaking machinery here (`draw_voices`, `pick_least_loaded`, `render_to_file`,
+`speak_all`, `check_or_pin`) also speaks plain text files (`sprune.data.speak`).
 """
 from __future__ import annotations
 
@@ -75,14 +78,18 @@ class Speaker:
 
 @dataclass(frozen=True)
 class Utterance:
-    """One sentence to speak and where its wav goes."""
+    """One sentence to speak and where its wav goes (`render_to_file` speaks it).
+
+    `seed` and `utt_id` seed the audio variation; `intent` is the label of an intent
+    corpus utterance (None for plain text, `sprune.data.speak`).
+    """
 
     utt_id: str
     speaker: Speaker
-    intent: str
     text: str
     wav_path: Path
     seed: int
+    intent: str | None = None
 
 
 @dataclass
@@ -120,18 +127,37 @@ def plan_speakers(lang: str, n_speakers: int, fractions: Sequence[float],
                   seed: int) -> list[Speaker]:
     """Draw the speakers of one language from (seed, lang); the first ones are train."""
     lang = resolve_language(lang)
-    voice = load_phrases(lang).voice
     rng = np.random.default_rng([seed, _stable_hash(lang)])
-    variants = [VARIANTS[i] for i in rng.permutation(len(VARIANTS))]
     splits = [split for split, size in zip(SPLITS, split_sizes(n_speakers, fractions))
               for _ in range(size)]
-    speakers = []
-    for i, split in enumerate(splits):
+    voices = draw_voices(rng, load_phrases(lang).voice, VARIANTS, len(splits))
+    return [Speaker(spk_id=f"{lang}-s{i + 1:02d}", lang=lang, split=split, voice=voice)
+            for i, (split, voice) in enumerate(zip(splits, voices))]
+
+
+def draw_voices(rng: np.random.Generator, voice: str, variants: Sequence[str],
+                n: int) -> list[Voice]:
+    """`n` speakers of espeak-ng `voice`: the variants in an order drawn from `rng` (cycled
+    when n is larger), each with a rate and pitch drawn in RATE_RANGE / PITCH_RANGE.
+
+    Speaker i does not depend on n: asking for more speakers only adds new ones.
+    """
+    order = [variants[i] for i in rng.permutation(len(variants))]
+    voices = []
+    for i in range(n):
         rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
         pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
-        speakers.append(Speaker(spk_id=f"{lang}-s{i + 1:02d}", lang=lang, split=split,
-                                voice=Voice(voice, variants[i % len(variants)], rate, pitch)))
-    return speakers
+        voices.append(Voice(voice, order[i % len(order)], rate, pitch))
+    return voices
+
+
+def pick_least_loaded(load: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """The `k` least-loaded speakers (indices into `load`, ties broken by `rng`), in index
+    order; their load goes up by one. Sentence after sentence this spreads the work evenly,
+    round-robin in a seeded order."""
+    chosen = np.lexsort((rng.random(len(load)), load))[:k]
+    load[chosen] += 1
+    return sorted(int(i) for i in chosen)
 
 
 def plan_utterances(out_dir: Path, speakers: list[Speaker], intents: Sequence[str],
@@ -156,13 +182,12 @@ def plan_utterances(out_dir: Path, speakers: list[Speaker], intents: Sequence[st
         for intent in intents:
             sentences = table.phrasings[intent]
             for index, text in enumerate(sentences[:phrasings_per_intent]):
-                chosen = np.lexsort((rng.random(len(pool)), load))[:per_phrasing]
-                load[chosen] += 1
-                for k in sorted(chosen):
+                for k in pick_least_loaded(load, per_phrasing, rng):
                     spk = pool[k]
                     utt_id = f"{spk.spk_id}-{intent}-{index + 1:02d}"
-                    utterances.append(Utterance(utt_id, spk, intent, text,
-                                                out_dir / "wav" / lang / f"{utt_id}.wav", seed))
+                    utterances.append(Utterance(utt_id, spk, text,
+                                                out_dir / "wav" / lang / f"{utt_id}.wav", seed,
+                                                intent=intent))
     return utterances
 
 
@@ -237,16 +262,53 @@ def _check_or_pin(wav_dir: Path, speakers: list[Speaker], seed: int, backend: st
         "speakers": {s.spk_id: {"split": s.split, "voice": s.voice.spec, "rate": s.voice.rate,
                                 "pitch": s.voice.pitch} for s in speakers},
     }
-    manifest = wav_dir / "synth.json"
+    check_or_pin(wav_dir / "synth.json", pinned, "use another output dir")
+
+
+def check_or_pin(manifest: Path, pinned: dict, fix: str, verb: str = "synthesized") -> None:
+    """Write `pinned` (what the wavs beside `manifest` depend on) to the JSON `manifest`, or,
+    when it exists, refuse with a `UserError` unless it holds the same: a resumed run never
+    mixes wavs of two settings. `fix`: what to do instead, e.g. "use another output dir"."""
+    wav_dir = manifest.parent
     if manifest.exists():
         found = json.loads(manifest.read_text(encoding="utf-8"))
         if found != pinned:
-            differs = sorted(k for k in pinned if found.get(k) != pinned[k])
-            raise UserError(f"{wav_dir} was synthesized with other settings "
-                            f"({', '.join(differs)} differ); use another output dir or "
-                            f"delete {wav_dir}")
+            differs = sorted(k for k in set(pinned) | set(found)
+                             if found.get(k) != pinned.get(k))
+            raise UserError(f"{wav_dir} was {verb} with other settings "
+                            f"({', '.join(differs)} differ); {fix} or delete {wav_dir}")
         return
     atomic_write_text(manifest, json.dumps(pinned, indent=1, sort_keys=True) + "\n")
+
+
+def speak_all(todo: Sequence[Utterance], jobs: int, progress: bool, desc: str = "synth") -> int:
+    """Write the wav of every utterance in `todo` (`render_to_file`) with `jobs` worker
+    processes and a tqdm bar (unless `progress` is False). Returns how many were written."""
+    from tqdm import tqdm
+
+    written = 0
+    bar = tqdm(total=len(todo), desc=desc, unit="utt", disable=not progress or not todo)
+    if not todo:
+        pass  # everything was spoken by an earlier run: no need to load torch
+    elif jobs == 1 or len(todo) < 2:
+        with _one_torch_thread():
+            for utt in todo:
+                written += render_to_file(utt)
+                bar.update()
+    else:
+        # fork, as torch's DataLoader does (workers then use one thread): spawn would import
+        # torch again in every worker and re-run an unguarded __main__.
+        context = multiprocessing.get_context("fork")
+        import torch  # noqa: F401  (imported once here, inherited by every worker)
+
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context,
+                                 initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+            # Small chunks: about 0.3 s of work each, so the bar moves and Ctrl-C is quick.
+            for was_written in pool.map(render_to_file, todo, chunksize=4):
+                written += was_written
+                bar.update()
+    bar.close()
+    return written
 
 
 def synthesize_corpus(out_dir: str | Path, langs: Sequence[str], seed: int = 0,
@@ -262,8 +324,6 @@ def synthesize_corpus(out_dir: str | Path, langs: Sequence[str], seed: int = 0,
     speakers_per_phrasing: how many train / dev / test speakers say each sentence.
     intents: a subset of the 14 (None: all). jobs: worker processes.
     """
-    from tqdm import tqdm
-
     start = time.time()
     if jobs < 1:
         raise UserError(f"jobs must be at least 1 (got {jobs})")
@@ -293,27 +353,7 @@ def synthesize_corpus(out_dir: str | Path, langs: Sequence[str], seed: int = 0,
     todo = [u for u in utterances if not u.wav_path.exists()]
     report.reused = len(utterances) - len(todo)
 
-    bar = tqdm(total=len(todo), desc="synth", unit="utt", disable=not progress or not todo)
-    if not todo:
-        pass  # everything was spoken by an earlier run: no need to load torch
-    elif jobs == 1 or len(todo) < 2:
-        with _one_torch_thread():
-            for utt in todo:
-                report.written += render_to_file(utt)
-                bar.update()
-    else:
-        # fork, as torch's DataLoader does (workers then use one thread): spawn would import
-        # torch again in every worker and re-run an unguarded __main__.
-        context = multiprocessing.get_context("fork")
-        import torch  # noqa: F401  (imported once here, inherited by every worker)
-
-        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context,
-                                 initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-            # Small chunks: about 0.3 s of work each, so the bar moves and Ctrl-C is quick.
-            for written in pool.map(render_to_file, todo, chunksize=4):
-                report.written += written
-                bar.update()
-    bar.close()
+    report.written = speak_all(todo, jobs, progress, desc="synth")
 
     for lang in langs:
         for split in SPLITS:
