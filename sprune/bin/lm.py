@@ -10,6 +10,7 @@ them to and from ESPnet.
   sprune lm import ...   an espnet2 TransformerLM checkpoint -> a sprune LM
   sprune lm export ...   a sprune LM -> an espnet2 TransformerLM checkpoint
   sprune lm results ...  RESULTS.md, results.csv and PNG plots of an LM experiment
+  sprune lm ngram ...    a token n-gram of transcripts, for LODR in `sprune decode`
 
 Run `sprune lm <command> --help` for each command's options.
 """
@@ -32,6 +33,7 @@ LM_COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("sprune.bin.lm_results", "RESULTS.md, CSV and plots of an LM pruning study"),
     "import": ("sprune.bin.lm_import", "convert an espnet2 TransformerLM checkpoint to sprune"),
     "export": ("sprune.bin.lm_export", "convert a sprune LM to an espnet2 TransformerLM"),
+    "ngram": ("sprune.bin.lm_ngram", "a token n-gram of transcripts, for LODR in decoding"),
 }
 
 
