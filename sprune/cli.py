@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prep": ("sprune.bin.prep", "Kaldi data dirs from MINDS-14, LibriSpeech, Common Voice"),
     "config": ("sprune.bin.config", "print a task config as runs resolve it (or one --get key)"),
     "prune": ("sprune.bin.prune", "fine-tune a task model with a pruning method (or dense)"),
+    "decode": ("sprune.bin.decode", "decode with a transducer run, fusing a (pruned) LM"),
     "evaluate": ("sprune.bin.evaluate", "evaluate a finished run folder on a data dir"),
     "results": ("sprune.bin.results", "collect runs into RESULTS.md, a CSV and a PNG plot"),
     "analyze": ("sprune.bin.analyze", "pruning curves, mask IOU and transfer grids of an exp"),

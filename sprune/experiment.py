@@ -5,6 +5,8 @@ The recipe config's `task:` picks the experiment class from `TASKS`:
 
     intent   `IntentExperiment`  spoken intent classification (paper 000), `head:` section
     ctc      `CTCExperiment`     CTC speech recognition (paper 001), `ctc:` section
+    transducer `TransducerExperiment` RNN-T speech recognition (paper 002's ASR model),
+                                 `transducer:` section
 
 An experiment folder (`exp/<tag>/<run>`) holds `experiment.json`, so it can be evaluated and
 analysed later without the recipe:
@@ -19,6 +21,8 @@ analysed later without the recipe:
     intents       (intent) the label vocabulary, in class-index order
     tokenizer     (ctc) the tokenizer file in the run folder (built from the training text
                   unless `ctc.tokenizer` names one), and its vocab_size
+    bpe           (transducer) the BPE model in the run folder (a copy of `transducer.bpe`,
+                  the LM's, or trained on the training text), and its vocab_size
 """
 from __future__ import annotations
 
@@ -38,8 +42,9 @@ from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
 from sprune.prune.methods import PruneContext
-from sprune.tasks.ctc import CTCCollate, CTCConfig, CTCModel, evaluate_ctc
+from sprune.tasks.ctc import CTCCollate, CTCConfig, CTCModel, error_rates, evaluate_ctc
 from sprune.tasks.intent import IntentClassifier, IntentHeadConfig, evaluate_intents
+from sprune.tasks.transducer import TransducerConfig, TransducerModel, decode_transducer
 from sprune.train import EpochBatchSampler, TrainConfig, Trainer, move_to_device, resolve_device
 
 EXPERIMENT_FILE = "experiment.json"
@@ -70,6 +75,19 @@ class CTCExperimentConfig:
     upstream: str | None = None
     freeze_feature_encoder: bool = True  # paper 001 (wav2vec 2.0 fine-tuning): frozen conv encoder
     ctc: CTCConfig = field(default_factory=CTCConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preload_audio: bool = True
+    eval_batch_size: int = 16
+
+
+@dataclass
+class TransducerExperimentConfig:
+    """A transducer recipe's `conf/finetune.yaml`. `train.metric` defaults to wer (min)."""
+
+    task: Literal["transducer"] = "transducer"
+    upstream: str | None = None
+    freeze_feature_encoder: bool = True
+    transducer: TransducerConfig = field(default_factory=TransducerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True
     eval_batch_size: int = 16
@@ -299,25 +317,30 @@ class CTCExperiment(Experiment):
 
     @staticmethod
     def _check_metric(config: CTCExperimentConfig) -> None:
-        metrics = config.ctc.metrics()
+        CTCExperiment._check_metric_of(config, config.ctc.metrics(),
+                                       f"ctc units '{config.ctc.units}'")
+
+    @staticmethod
+    def _check_metric_of(config: Any, metrics: Sequence[str], what: str) -> None:
+        """train.metric must be one of `metrics` (what `what` reports), minimised."""
         if config.train.metric not in metrics:
-            raise UserError(f"train.metric '{config.train.metric}' is not reported for ctc "
-                            f"units '{config.ctc.units}' (they give {', '.join(metrics)}); "
-                            "set train.metric to one of them")
+            raise UserError(f"train.metric '{config.train.metric}' is not reported for "
+                            f"{what} (they give {', '.join(metrics)}); set train.metric to "
+                            "one of them")
         if config.train.metric_mode != "min":
             raise UserError(f"train.metric_mode is '{config.train.metric_mode}' but "
                             f"'{config.train.metric}' is an error rate; set metric_mode: min")
 
     # -- data --------------------------------------------------------------------------------
     @staticmethod
-    def load_data(data_dir: str | os.PathLike, ctc: CTCConfig) -> DataDir:
+    def load_data(data_dir: str | os.PathLike, ctc: CTCConfig | None) -> DataDir:
         """A data dir with its transcripts (phones for phone units) as `text`."""
         from sprune.data.phonemize import with_phone_transcripts
 
         data = DataDir.load(data_dir)
         if data.text is None:
-            raise UserError(f"{data_dir}/text is missing; the ctc task needs transcripts")
-        return with_phone_transcripts(data) if ctc.units == "phone" else data
+            raise UserError(f"{data_dir}/text is missing; speech recognition needs transcripts")
+        return with_phone_transcripts(data) if ctc is not None and ctc.units == "phone" else data
 
     @staticmethod
     def make_tokenizer(ctc: CTCConfig, train: DataDir, transcripts: str):
@@ -392,7 +415,102 @@ class CTCExperiment(Experiment):
                             c.beam_prune, batch_size=self.config.eval_batch_size)
 
 
-TASKS: dict[str, type[Experiment]] = {"intent": IntentExperiment, "ctc": CTCExperiment}
+class TransducerExperiment(Experiment):
+    """Transducer ASR: BPE units shared with the LM (`transducer.bpe`, an `LMVocab`), ESPnet's
+    prediction and joint networks, RNN-T loss; dev decoding with sprune's search
+    (`transducer.beam`, no LM) scored as WER / CER."""
+
+    task = "transducer"
+    config_class = TransducerExperimentConfig
+    BPE_FILE = "bpe.model"
+
+    def __init__(self, config: TransducerExperimentConfig, upstream_spec: str, vocab,
+                 dev: DataDir | None = None, train: DataDir | None = None) -> None:
+        CTCExperiment._check_metric_of(config, ("wer", "cer"), "transducer")
+        super().__init__(config, upstream_spec)
+        self.vocab = vocab
+        preload = config.preload_audio
+        self.train_set = AudioDataset(train, preload=preload) if train is not None else None
+        self.dev_set = AudioDataset(dev, preload=preload) if dev is not None else None
+        self.train_source = str(Path(train.path or ".") / "text") if train is not None else None
+
+    @classmethod
+    def config_defaults(cls, data: dict[str, Any]) -> None:
+        train = data.setdefault("train", {})
+        if isinstance(train, dict):
+            train.setdefault("metric", "wer")
+            train.setdefault("metric_mode", "min")
+
+    @staticmethod
+    def make_vocab(config: TransducerConfig, train: DataDir, transcripts: str):
+        """The LM's BPE model (`bpe`), or one trained on the training transcripts; every
+        training transcript must encode with it (the first that does not is named)."""
+        from sprune.data.tokenizer import check_transcripts
+        from sprune.lm.vocab import LMVocab
+
+        if config.bpe:
+            vocab = LMVocab.load(config.bpe)
+        else:
+            vocab = LMVocab.train((train.text or {}).values(), config.vocab_size)
+        check_transcripts(vocab.tokenizer, transcripts)
+        return vocab
+
+    @classmethod
+    def for_training(cls, config: TransducerExperimentConfig, upstream_spec: str,
+                     train_dir: str, dev_dir: str) -> "TransducerExperiment":
+        CTCExperiment._check_metric_of(config, ("wer", "cer"), "transducer")
+        train = CTCExperiment.load_data(train_dir, None)
+        if len(train) == 0:
+            raise UserError(f"{train_dir}: the training set is empty")
+        dev = CTCExperiment.load_data(dev_dir, None)
+        if len(dev) == 0:
+            raise UserError(f"{dev_dir}: no utterances to decode (an empty decoding set)")
+        vocab = cls.make_vocab(config.transducer, train, str(Path(train_dir) / "text"))
+        experiment = cls(config, upstream_spec, vocab, dev=dev, train=train)
+        experiment._set_data(train_dir, dev_dir, train)
+        return experiment
+
+    def dataset(self, data_dir: str | os.PathLike) -> AudioDataset:
+        return AudioDataset(CTCExperiment.load_data(data_dir, None), preload=False)
+
+    def collate(self) -> Callable:
+        return CTCCollate(self.vocab.tokenizer, source=self.train_source)
+
+    def _task_document(self, folder: Path) -> dict[str, Any]:
+        self.vocab.tokenizer.save(folder / self.BPE_FILE)
+        return {"bpe": self.BPE_FILE, "vocab_size": self.vocab.vocab_size}
+
+    @classmethod
+    def _from_document(cls, config: TransducerExperimentConfig, doc: dict[str, Any],
+                       folder: Path) -> "TransducerExperiment":
+        from sprune.lm.vocab import LMVocab
+
+        if "bpe" not in doc:
+            raise UserError(f"{folder / EXPERIMENT_FILE}: no 'bpe' entry; run `sprune prune` "
+                            "for this folder again")
+        return cls(config, doc["upstream"], LMVocab.load(folder / doc["bpe"]))
+
+    def build_model(self) -> nn.Module:
+        """Pretrained upstream + ESPnet decoder and joint network from the training seed."""
+        torch.manual_seed(self.config.train.seed)
+        return TransducerModel(copy.deepcopy(self._upstream), self.upstream_config.embed_dim,
+                               self.vocab.vocab_size, self.config.transducer)
+
+    def search(self, model: TransducerModel, beam: int | None = None, **kwargs):
+        """sprune's batched search over `model` (`sprune.decode.transducer_search`)."""
+        from sprune.decode.transducer_search import TransducerSearch
+
+        return TransducerSearch(model.decoder, model.joint, beam or self.config.transducer.beam,
+                                **kwargs)
+
+    def evaluate(self, model: nn.Module, dataset: AudioDataset | None = None) -> dict[str, float]:
+        decoded = decode_transducer(model, dataset or self.dev_set, self.vocab,
+                                    self.search(model), self.config.eval_batch_size)
+        return error_rates(decoded, self.vocab.tokenizer)
+
+
+TASKS: dict[str, type[Experiment]] = {"intent": IntentExperiment, "ctc": CTCExperiment,
+                                      "transducer": TransducerExperiment}
 
 
 def load_experiment_config(path: str | None, overrides: Sequence[str] = ()) -> Any:

@@ -5,7 +5,8 @@
 
 Writes <run>/eval_<name>.json with overall and per-language metrics: accuracy for intent
 runs; wer, cer (char / bpe units) or per (phone units) for CTC runs, as fractions, with the
-decoder of the run's config (`ctc.decoder`).
+decoder of the run's config (`ctc.decoder`); wer and cer for transducer runs (sprune's search
+at `transducer.beam` or --beam, no LM: `sprune decode` fuses LMs).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--decoder", choices=("greedy", "beam"),
                         help="CTC runs: decoder (default: ctc.decoder of the run's config)")
-    parser.add_argument("--beam", type=int, help="CTC runs: beam size (default: ctc.beam)")
+    parser.add_argument("--beam", type=int, help="CTC and transducer runs: beam size (default: "
+                        "ctc.beam / transducer.beam; `sprune decode` fuses LMs)")
 
 
 def evaluate_run(run_dir: Path, data: str, name: str | None = None, experiment: Any = None,
@@ -64,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{run_dir}/final is missing; the run has not finished "
                         "(run `sprune prune` for it first)")
     experiment = load_experiment(run_dir)
-    if args.decoder is not None or args.beam is not None:
+    if args.beam is not None and args.beam < 1:
+        raise UserError(f"--beam must be at least 1, got {args.beam}")
+    if experiment.task == "transducer" and args.decoder is None:
+        experiment.config.transducer.beam = args.beam or experiment.config.transducer.beam
+    elif args.decoder is not None or args.beam is not None:
         if experiment.task != "ctc":
             raise UserError(f"--decoder / --beam apply to CTC runs; {run_dir} is a "
                             f"'{experiment.task}' run")
-        if args.beam is not None and args.beam < 1:
-            raise UserError(f"--beam must be at least 1, got {args.beam}")
         ctc = experiment.config.ctc
         ctc.decoder = args.decoder or ctc.decoder
         ctc.beam = args.beam or ctc.beam

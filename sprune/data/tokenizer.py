@@ -387,5 +387,5 @@ def check_transcripts(tokenizer: Tokenizer, text_path: str | os.PathLike) -> Non
             continue
         where = f"{text_path}:{lineno} ({utt})"
         if not tokenizer.encode(transcript, where=where):
-            raise UserError(f"{where}: the transcript is empty after normalisation; CTC needs "
+            raise UserError(f"{where}: the transcript is empty after normalisation; ASR needs "
                             "at least one unit per utterance: fix or remove it")

@@ -110,7 +110,7 @@ class CTCCollate:
         for item in items:
             where = self._where(item.get("utt", "?"))
             if item.get("text") is None:
-                raise UserError(f"{where} has no transcript; CTC needs a `text` file in the data dir")
+                raise UserError(f"{where} has no transcript; speech recognition needs a `text` file in the data dir")
             ids = self.tokenizer.encode(item["text"], where=where)
             if not ids:
                 raise UserError(f"{where}: the transcript is empty after normalisation; CTC "
@@ -176,6 +176,16 @@ class Decoded:
     hyp: str
 
 
+def check_decodable(dataset: AudioDataset, task: str) -> None:
+    """A dataset to decode and score needs utterances and transcripts (else a `UserError`
+    naming the data dir)."""
+    where = getattr(getattr(dataset, "data", None), "path", None) or "the data dir"
+    if len(dataset) == 0:
+        raise UserError(f"nothing to decode: {where} has no utterances (an empty decoding set)")
+    if getattr(dataset, "data", None) is not None and dataset.data.text is None:
+        raise UserError(f"{where} has no `text` file; {task} evaluation needs transcripts")
+
+
 @torch.no_grad()
 def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
                    decoder: Literal["greedy", "beam"] = "greedy", beam: int = 8,
@@ -184,11 +194,7 @@ def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
     """Decode every utterance of `dataset` (which needs transcripts), in dataset order."""
     if decoder not in ("greedy", "beam"):
         raise UserError(f"unknown CTC decoder '{decoder}'; use greedy or beam")
-    where = getattr(getattr(dataset, "data", None), "path", None) or "the data dir"
-    if len(dataset) == 0:
-        raise UserError(f"nothing to decode: {where} has no utterances (an empty decoding set)")
-    if getattr(dataset, "data", None) is not None and dataset.data.text is None:
-        raise UserError(f"{where} has no `text` file; CTC evaluation needs transcripts")
+    check_decodable(dataset, "CTC")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -1,0 +1,197 @@
+"""Decode data dirs with a finished transducer run, with or without shallow fusion of an LM.
+
+  sprune decode exp/asr/dense --test data/test --beam 4
+  sprune decode exp/asr/dense --dev data/dev --test data/test --lm exp/lm/dense \\
+      --lm-weight 0.1,0.2,0.3,0.4 --lodr data/lodr.2gram --lodr-weight 0,0.1,0.2 --name dense_lm
+  sprune decode exp/asr/dense --test data/test --decoder espnet --beam 4 --lm exp/lm/dense \\
+      --lm-weight 0.3      # ESPnet's BeamSearchTransducer, unchanged, as the reference
+
+With several values of --lm-weight / --lodr-weight (comma-separated) every combination is
+decoded on --dev and the lowest dev WER picks the weights used on the test sets (ties: the
+first in the order given). Writes <run>/decode_<name>/: result.json (decoder, beam, LM,
+chosen weights, the dev grid, test WER / CER, real-time factor), hyp_<set>.txt (utterance id
+and hypothesis per line). The LM must use the run's BPE model (`transducer.bpe`):
+`sprune lm train --bpe <the same bpe.model>`; the LODR n-gram comes from `sprune lm ngram`.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sprune.errors import UserError
+from sprune.io import atomic_write_text
+
+
+def weight_list(text: str) -> list[float]:
+    """'0.1,0.2' -> [0.1, 0.2]; anything that is not a list of numbers is an argparse error."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers "
+                                         "(e.g. 0.1,0.2,0.3)") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one number (e.g. 0.3)")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a finished transducer run (experiment.json, final/)")
+    parser.add_argument("--test", nargs="+", required=True, metavar="DIR",
+                        help="data dirs to decode and score with the chosen weights")
+    parser.add_argument("--dev", metavar="DIR",
+                        help="data dir on which the weight grid is tuned (needed when a weight "
+                             "option lists several values)")
+    parser.add_argument("--decoder", choices=("sprune", "espnet"), default="sprune",
+                        help="sprune: batched modified beam search with cached LM fusion; "
+                             "espnet: ESPnet's BeamSearchTransducer (default sprune)")
+    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4; 1 = greedy)")
+    parser.add_argument("--lm", metavar="LM_DIR", help="a sprune LM folder to fuse")
+    parser.add_argument("--lm-weight", type=weight_list, default=[0.0], metavar="W[,W...]",
+                        help="LM weight(s) (default 0)")
+    parser.add_argument("--lodr", metavar="FILE",
+                        help="token n-gram of the training transcripts (`sprune lm ngram`) "
+                             "subtracted as LODR (sprune decoder only)")
+    parser.add_argument("--lodr-weight", type=weight_list, default=[0.0], metavar="W[,W...]",
+                        help="LODR weight(s) (default 0)")
+    parser.add_argument("--blank-penalty", type=float, default=0.0,
+                        help="subtracted from the blank logit (sprune decoder; default 0)")
+    parser.add_argument("--length-bonus", type=float, default=0.0,
+                        help="added per emitted token (sprune decoder; default 0)")
+    parser.add_argument("--name", help="result folder decode_<name> (default: from the options)")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="utterances decoded together (default 8)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.beam < 1:
+        raise UserError(f"--beam must be at least 1, got {args.beam}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.lm is None and any(w != 0 for w in args.lm_weight):
+        raise UserError("--lm-weight is set but no --lm is given; add --lm LM_DIR")
+    if args.lodr is None and any(w != 0 for w in args.lodr_weight):
+        raise UserError("--lodr-weight is set but no --lodr is given; add --lodr FILE "
+                        "(`sprune lm ngram`)")
+    if args.decoder == "espnet":
+        if args.lodr is not None or args.blank_penalty or args.length_bonus:
+            raise UserError("--lodr, --blank-penalty and --length-bonus work with --decoder "
+                            "sprune only (ESPnet's search has no such terms)")
+    if len(args.lm_weight) * len(args.lodr_weight) > 1 and args.dev is None:
+        raise UserError("several weights are given but no --dev to choose among them; add "
+                        "--dev DIR or give one value each")
+
+
+def default_name(args: argparse.Namespace) -> str:
+    name = f"{args.decoder}_beam{args.beam}"
+    if args.lm is not None:
+        lm = Path(args.lm).resolve()
+        name += f"_lm-{lm.parent.name if lm.name in ('final', 'shrunk') else lm.name}"
+    return name + ("_lodr" if args.lodr is not None else "")
+
+
+def load_fusion_models(run_dir: Path, experiment: Any, lm_dir: str | None, lodr: str | None,
+                       device: str):
+    """The LM and LODR n-gram to fuse, checked against the run's BPE model."""
+    lm = ngram = None
+    bpe = run_dir / experiment.BPE_FILE
+    if lm_dir is not None:
+        from sprune.lm.checkpoint import load_lm, vocab_path
+
+        lm, _ = load_lm(lm_dir, device)
+        lm_bpe = vocab_path(lm_dir)
+        same = (lm_bpe.read_bytes() == bpe.read_bytes() if lm_bpe is not None
+                else lm.config.vocab_size == experiment.vocab.vocab_size)
+        if not same or lm.config.vocab_size != experiment.vocab.vocab_size:
+            raise UserError(f"the LM in {lm_dir} was trained with another BPE model than the "
+                            f"transducer in {run_dir} ({bpe}); train the LM with --bpe {bpe}, "
+                            "or the transducer with transducer.bpe set to the LM's bpe.model")
+    if lodr is not None:
+        from sprune.lm.ngram import TokenNGram
+
+        ngram = TokenNGram.load(lodr).to(device)
+        ngram.check_vocab(experiment.vocab, lodr)
+    return lm, ngram
+
+
+def audio_seconds(dataset: Any) -> float:
+    """Seconds of audio in a dataset (from the headers when it is not preloaded)."""
+    from sprune.data.audio import audio_info
+
+    infos = [audio_info(dataset.data.wav_scp[utt]) for utt in dataset.utts]
+    return sum(info.frames / info.rate for info in infos)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from sprune.decode.espnet_reference import EspnetTransducerSearch
+    from sprune.decode.transducer_search import FusionWeights, TransducerSearch
+    from sprune.experiment import load_experiment
+    from sprune.prune.methods.base import load_model_state
+    from sprune.tasks.ctc import error_rates
+    from sprune.tasks.transducer import decode_transducer
+    from sprune.train import resolve_device
+
+    _check(args)
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "final").is_dir():
+        raise UserError(f"{run_dir}/final is missing; the run has not finished (run `sprune "
+                        "prune` for it first)")
+    experiment = load_experiment(run_dir)
+    if experiment.task != "transducer":
+        raise UserError(f"{run_dir} is a '{experiment.task}' run; sprune decode decodes "
+                        "transducer runs (use `sprune evaluate` for the others)")
+    device = str(resolve_device(args.device))
+    lm, ngram = load_fusion_models(run_dir, experiment, args.lm, args.lodr, device)
+    model = experiment.build_model()
+    load_model_state(model, run_dir / "final")
+    model.to(device).eval()
+
+    def decode(dataset, lm_weight: float, lodr_weight: float):
+        if args.decoder == "espnet":
+            search = EspnetTransducerSearch(model.decoder, model.joint, args.beam, lm, lm_weight)
+        else:
+            weights = FusionWeights(lm_weight, lodr_weight, args.blank_penalty, args.length_bonus)
+            search = TransducerSearch(model.decoder, model.joint, args.beam, lm, ngram, weights)
+        start = time.perf_counter()
+        with torch.no_grad():
+            decoded = decode_transducer(model, dataset, experiment.vocab, search,
+                                        args.batch_size, device)
+        seconds = time.perf_counter() - start
+        return decoded, {**error_rates(decoded, experiment.vocab.tokenizer),
+                         "rtf": seconds / max(audio_seconds(dataset), 1e-9)}
+
+    grid = list(itertools.product(args.lm_weight, args.lodr_weight))
+    tuning = []
+    if args.dev is not None:
+        dev = experiment.dataset(args.dev)
+        for lm_weight, lodr_weight in grid:
+            _, metrics = decode(dev, lm_weight, lodr_weight)
+            tuning.append({"lm_weight": lm_weight, "lodr_weight": lodr_weight, **metrics})
+            print(f"dev {Path(args.dev).name}: lm_weight {lm_weight:g} lodr_weight "
+                  f"{lodr_weight:g}: wer {metrics['wer']:.4f}", flush=True)
+        chosen = min(tuning, key=lambda row: row["wer"])   # min keeps the first of ties
+        lm_weight, lodr_weight = chosen["lm_weight"], chosen["lodr_weight"]
+    else:
+        (lm_weight, lodr_weight), = grid
+    out = run_dir / f"decode_{args.name or default_name(args)}"
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for data_dir in args.test:
+        decoded, metrics = decode(experiment.dataset(data_dir), lm_weight, lodr_weight)
+        name = Path(data_dir).name
+        results[name] = metrics
+        atomic_write_text(out / f"hyp_{name}.txt", "".join(f"{d.utt} {d.hyp}\n" for d in decoded))
+        print(f"{run_dir} on {data_dir}: wer {metrics['wer']:.4f}, cer {metrics['cer']:.4f}, "
+              f"rtf {metrics['rtf']:.3f}", flush=True)
+    document = {"decoder": args.decoder, "beam": args.beam, "lm": args.lm, "lodr": args.lodr,
+                "lm_weight": lm_weight, "lodr_weight": lodr_weight,
+                "blank_penalty": args.blank_penalty, "length_bonus": args.length_bonus,
+                "dev": args.dev, "tuning": tuning, "test": results}
+    atomic_write_text(out / "result.json", json.dumps(document, indent=1) + "\n")
+    return 0

@@ -1,0 +1,2 @@
+"""Decoding: transducer searches (sprune's batched modified beam search with cached LM fusion,
+and ESPnet's `BeamSearchTransducer` as the reference) and the LM state they share."""

@@ -1,0 +1,152 @@
+"""Transducer (RNN-T) speech recognition on a sprune upstream, with ESPnet's own prediction and
+joint networks (paper 002's ASR model family; the pathways of paper 003 train on it too).
+
+    upstream hidden state [B, T, D] --(dropout)--> encoder output
+    labels [B, U] --ESPnet TransducerDecoder (embedding + LSTM/GRU)--> [B, U + 1, H]
+    ESPnet JointNetwork(enc [B, T, 1, D], dec [B, 1, U + 1, H]) -> logits [B, T, U + 1, V]
+    loss: torchaudio.functional.rnnt_loss (blank 0)
+
+The classes are `espnet2.asr.decoder.transducer_decoder.TransducerDecoder` and
+`espnet2.asr_transducer.joint_network.JointNetwork`, built the way `espnet2.tasks.asr` builds
+them (decoder `embed_pad=0`, joint output = vocabulary), so ESPnet's `BeamSearchTransducer`
+decodes a sprune transducer unchanged (`sprune.decode.espnet_reference`).
+
+Units are the BPE ids of `sprune.lm.vocab.LMVocab` (`<blank>` 0, `<unk>` 1, pieces,
+`<sos/eos>` last), the ids of the LM fused in decoding: the joint has one output per LM token.
+`<sos/eos>` is never a target (ESPnet keeps it in the transducer's token list the same way).
+
+Loss normalisation: the summed RNN-T loss divided by the number of target labels in the
+batch, as the CTC task does (every label weighs the same whatever the batch); ESPnet averages
+per utterance instead. The conv feature encoder is frozen by the upstream, not here.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from sprune.errors import UserError
+from sprune.train import param_groups
+
+
+@dataclass
+class TransducerConfig:
+    """The `transducer:` section of a transducer recipe's YAML."""
+
+    bpe: str | None = None           # the LM's BPE model (`sprune lm bpe`), shared with the
+                                     # LM fused in decoding; default: trained on the transcripts
+    vocab_size: int = 256            # only without `bpe`: ids in all (<blank>, <unk>, <sos/eos>)
+    layer: int = -1                  # hidden state of the upstream fed to the joint network
+    dropout: float = 0.1             # on the encoder output
+    rnn_type: Literal["lstm", "gru"] = "lstm"      # ESPnet TransducerDecoder
+    decoder_layers: int = 1
+    decoder_dim: int = 256
+    decoder_dropout: float = 0.1
+    decoder_embed_dropout: float = 0.1
+    joint_dim: int = 256             # ESPnet JointNetwork joint_space_size
+    joint_activation: str = "tanh"
+    head_lr_scale: float = 1.0       # decoder + joint learn at the schedule's rate x this
+    beam: int = 1                    # dev decoding during training: 1 = greedy
+
+    def __post_init__(self) -> None:
+        if not self.head_lr_scale > 0:
+            raise UserError(f"transducer.head_lr_scale: {self.head_lr_scale} must be positive")
+        if self.beam < 1:
+            raise UserError(f"transducer.beam: {self.beam} must be at least 1")
+        for key in ("decoder_layers", "decoder_dim", "joint_dim"):
+            if getattr(self, key) < 1:
+                raise UserError(f"transducer.{key}: {getattr(self, key)} must be at least 1")
+
+
+class TransducerModel(nn.Module):
+    """forward(batch with wavs [B, S], lengths [B], targets [B, U], target_lengths [B])
+    -> {"loss"}. `encode` gives what the searches of `sprune.decode` read."""
+
+    def __init__(self, upstream: nn.Module, embed_dim: int, vocab_size: int,
+                 config: TransducerConfig) -> None:
+        super().__init__()
+        from espnet2.asr.decoder.transducer_decoder import TransducerDecoder
+        from espnet2.asr_transducer.joint_network import JointNetwork
+
+        self.upstream = upstream
+        self.layer = config.layer
+        self.dropout = nn.Dropout(config.dropout)
+        self.decoder = TransducerDecoder(
+            vocab_size, rnn_type=config.rnn_type, num_layers=config.decoder_layers,
+            hidden_size=config.decoder_dim, dropout=config.decoder_dropout,
+            dropout_embed=config.decoder_embed_dropout, embed_pad=0)
+        self.joint = JointNetwork(vocab_size, embed_dim, config.decoder_dim,
+                                  joint_space_size=config.joint_dim,
+                                  joint_activation_type=config.joint_activation)
+        self.head_lr_scale = config.head_lr_scale
+        self.vocab_size = vocab_size
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+        """The upstream's AdamW groups at the scheduled learning rate, the decoder's and the
+        joint network's at `head_lr_scale` times it."""
+        groups = param_groups(self.upstream, weight_decay)
+        for module in (self.decoder, self.joint):
+            groups += [{**g, "lr_scale": self.head_lr_scale} for g in param_groups(module, weight_decay)]
+        return [group for group in groups if group["params"]]
+
+    def encode(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """wavs [B, S], lengths [B] -> encoder output [B, T, D] and valid frames [B]."""
+        out = self.upstream(wavs, lengths)
+        return self.dropout(out.hidden_states[self.layer]), out.lengths
+
+    def logits(self, enc: Tensor, targets: Tensor) -> Tensor:
+        """enc [B, T, D], targets [B, U] (padded with blank) -> joint logits [B, T, U + 1, V]."""
+        self.decoder.set_device(enc.device)
+        blank = targets.new_zeros(targets.shape[0], 1)
+        dec = self.decoder(torch.cat([blank, targets], dim=1))       # [B, U + 1, H]
+        return self.joint(enc.unsqueeze(2), dec.unsqueeze(1))
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        enc, frames = self.encode(batch["wavs"], batch["lengths"])
+        targets, target_lengths = batch["targets"], batch["target_lengths"]
+        logits = self.logits(enc, targets)
+        loss = rnnt_loss_sum(logits, targets, frames, target_lengths)
+        return {"loss": loss / target_lengths.sum().clamp(min=1)}
+
+
+def rnnt_loss_sum(logits: Tensor, targets: Tensor, frames: Tensor, target_lengths: Tensor
+                  ) -> Tensor:
+    """Summed RNN-T loss (blank 0) of logits [B, T, U + 1, V] for targets [B, U] with valid
+    frames [B] and labels [B], computed in float32."""
+    from torchaudio.functional import rnnt_loss
+
+    with warnings.catch_warnings():   # torchaudio 2.9 announces the function's move
+        warnings.simplefilter("ignore")
+        return rnnt_loss(logits.float(), targets.int(), frames.int(), target_lengths.int(),
+                         blank=0, reduction="sum")
+
+
+@torch.no_grad()
+def decode_transducer(model: TransducerModel, dataset, vocab, search,
+                      batch_size: int = 8, device: torch.device | str | None = None) -> list:
+    """Decode every utterance of `dataset` (with transcripts) with `search` (a
+    `sprune.decode` search over `model.decoder` / `model.joint`), in dataset order ->
+    `sprune.tasks.ctc.Decoded` items; `vocab` (`LMVocab`) turns ids into text."""
+    from sprune.data.dataset import collate_audio
+    from sprune.tasks.ctc import Decoded, check_decodable
+
+    check_decodable(dataset, "transducer")
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list = [None] * len(dataset)
+    try:
+        for indices in dataset.length_sorted_batches(batch_size):
+            batch = collate_audio([dataset[i] for i in indices])
+            enc, frames = model.encode(batch["wavs"].to(device), batch["lengths"].to(device))
+            results = search(enc, frames)
+            langs = batch.get("lang") or [None] * len(results)
+            for i, utt, lang, text, result in zip(indices, batch["utt"], langs, batch["text"],
+                                                  results):
+                out[i] = Decoded(utt, lang, vocab.normalize(text), vocab.decode(result.tokens))
+    finally:
+        model.train(was_training)
+    return out
