@@ -1,0 +1,198 @@
+"""Benchmark: sprune's batched transducer search with cached LM fusion against ESPnet's
+`BeamSearchTransducer` on the same model, LM and utterances (issue 14).
+
+The encoder runs once per utterance (batches of --batch-size, timed on its own); then every
+search decodes the same encoder outputs, timed by wall clock over all utterances:
+
+    espnet  ESPnet's `default` beam search (one utterance, one hypothesis at a time), the
+            sprune LM as its `lm` through the ESPnet scorer interface
+    sprune  `sprune.decode.TransducerSearch`: utterances and hypotheses batched, the LM
+            advanced one cached step per emitted token (`sprune.decode.lm_tree`)
+
+at each --beams, with and without the LM (--lm-weight). Printed per row: search seconds,
+real-time factor (search seconds / audio seconds; the encoder's RTF is printed once), WER
+when the utterances have transcripts, and the ratios measured side by side in this run:
+sprune's speed-up over ESPnet at the same beam and LM, and the cost LM fusion adds to
+sprune's search without it. Targets (reported, not asserted): speed-up >= 5x at beams 4 and
+8 with WER <= ESPnet's; fusion adds <= 50 %.
+
+    tools/venv/bin/python bench/fusion_decode.py --run egs/kjv/asr1/exp/<tag>/dense \\
+        --lm ../lm1/exp/mini/dense --data egs/kjv/asr1/data/test [--utts 100] [--beams 4 8] \\
+        [--lm-weight 0.3] [--threads 1] [--json FILE]
+    tools/venv/bin/python bench/fusion_decode.py --small     # random tiny models (the test's)
+
+Trained models matter here: ESPnet's search keeps expanding hypotheses while no kept one beats
+the best expanded one, which on an untrained, flat model takes very long; --small only shows
+the table's shape.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sprune.io import atomic_write_text
+from sprune.malloc import keep_freed_memory
+
+
+def build_small(folder: Path) -> tuple[Path, Path, Path]:
+    """A tiny random transducer run, a random LM on its BPE model and 6 utterances."""
+    from sprune.cli import main
+    from sprune.lm.checkpoint import save_lm
+    from sprune.lm.config import LMConfig
+    from sprune.lm.model import TransformerLM
+    from sprune.lm.vocab import LMVocab
+    from sprune.upstream import UpstreamModel, save_upstream, tiny_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+    from conftest import build_data_dir
+
+    torch.manual_seed(0)
+    save_upstream(UpstreamModel(tiny_config("wav2vec2")), folder / "upstream")
+    for name in ("train", "test"):
+        build_data_dir(folder, n_utts=6, langs=("en-US",), name=name, seconds=(0.6, 0.8),
+                       with_intent=False)
+    lines = [line.split(maxsplit=1)[1] for line in (folder / "train/text").read_text().splitlines()]
+    LMVocab.train(lines * 3, 40).save(folder / "bpe.model")
+    (folder / "ft.yaml").write_text(
+        f"task: transducer\nupstream: {folder / 'upstream'}\ntransducer:\n  bpe: "
+        f"{folder / 'bpe.model'}\n  decoder_dim: 16\n  joint_dim: 16\ntrain:\n  max_steps: 1\n"
+        "  batch_size: 2\n  device: cpu\n  eval_every: 100\n  save_every: 100\n")
+    code = main(["prune", "--config", str(folder / "ft.yaml"), "--method", "dense", "--train",
+                 str(folder / "train"), "--dev", str(folder / "test"), "--out",
+                 str(folder / "run")])
+    assert code == 0
+    config = LMConfig(vocab_size=40, embed_dim=8, d_model=16, heads=2, ffn_dim=16, layers=2)
+    save_lm(folder / "lm", TransformerLM(config), vocab=folder / "bpe.model")
+    with torch.no_grad():   # a blank habit, so that ESPnet's search ends in reasonable time
+        from safetensors.torch import load_file, save_file
+        weights = load_file(str(folder / "run/final/tensors.safetensors"))
+        key = next(k for k in weights if k.endswith("joint.lin_out.bias"))
+        weights[key][0] += 4.0
+        save_file(weights, str(folder / "run/final/tensors.safetensors"))
+    return folder / "run", folder / "lm", folder / "test"
+
+
+def encode_all(model, dataset, batch_size: int) -> tuple[list[tuple[Any, Any]], float, float]:
+    """Encoder outputs of the dataset in length-sorted batches: [(enc [B, T, D], frames [B])],
+    the encoder's seconds and the audio's seconds."""
+    from sprune.data.dataset import collate_audio
+
+    batches, seconds, audio = [], 0.0, 0.0
+    for indices in dataset.length_sorted_batches(batch_size):
+        batch = collate_audio([dataset[i] for i in indices])
+        start = time.perf_counter()
+        with torch.no_grad():
+            enc, frames = model.encode(batch["wavs"], batch["lengths"])
+        seconds += time.perf_counter() - start
+        audio += float(batch["lengths"].sum()) / 16000
+        batches.append((enc, frames, [dataset[i]["text"] for i in indices]))
+    return batches, seconds, audio
+
+
+def run_search(search, batches, vocab) -> tuple[float, list[str], list[str]]:
+    """Seconds to decode every batch, references and hypotheses."""
+    refs, hyps, seconds = [], [], 0.0
+    for enc, frames, texts in batches:
+        start = time.perf_counter()
+        results = search(enc, frames)
+        seconds += time.perf_counter() - start
+        refs += [vocab.normalize(t or "") for t in texts]
+        hyps += [vocab.decode(r.tokens) for r in results]
+    return seconds, refs, hyps
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="a finished transducer run folder")
+    parser.add_argument("--lm", type=Path, help="a sprune LM folder on the run's BPE model")
+    parser.add_argument("--data", type=Path, help="data dir with the utterances to decode")
+    parser.add_argument("--utts", type=int, default=100, help="first N utterances (default 100)")
+    parser.add_argument("--beams", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--lm-weight", type=float, default=0.3)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--small", action="store_true", help="random tiny models (a smoke run)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    keep_freed_memory()
+    torch.set_num_threads(args.threads)
+
+    from sprune import metrics
+    from sprune.data.dataset import AudioDataset
+    from sprune.data.datadir import DataDir
+    from sprune.decode.espnet_reference import EspnetTransducerSearch
+    from sprune.decode.transducer_search import FusionWeights, TransducerSearch
+    from sprune.experiment import load_experiment
+    from sprune.lm.checkpoint import load_lm
+    from sprune.prune.methods.base import load_model_state
+
+    scratch = tempfile.TemporaryDirectory() if args.small else None
+    if args.small:
+        args.run, args.lm, args.data = build_small(Path(scratch.name))
+        args.beams = [2]
+    elif not (args.run and args.lm and args.data):
+        parser.error("give --run, --lm and --data (or --small)")
+    experiment = load_experiment(args.run)
+    model = experiment.build_model()
+    load_model_state(model, args.run / "final")
+    model.eval()
+    lm, _ = load_lm(args.lm)
+    data = DataDir.load(args.data)
+    keep = sorted(data.wav_scp)[:args.utts]
+    dataset = AudioDataset(data.subset(keep), preload=True)
+    batches, encoder_seconds, audio = encode_all(model, dataset, args.batch_size)
+
+    rows: list[dict[str, Any]] = []
+    for beam in args.beams:
+        for with_lm in (False, True):
+            weight = args.lm_weight if with_lm else 0.0
+            searches = {
+                "espnet": EspnetTransducerSearch(model.decoder, model.joint, beam, lm, weight),
+                "sprune": TransducerSearch(model.decoder, model.joint, beam, lm,
+                                           weights=FusionWeights(lm_weight=weight)),
+            }
+            for name, search in searches.items():
+                seconds, refs, hyps = run_search(search, batches, experiment.vocab)
+                rows.append({"decoder": name, "beam": beam, "lm_weight": weight,
+                             "seconds": seconds, "rtf": seconds / audio,
+                             "wer": metrics.wer(refs, hyps)})
+    by = {(r["decoder"], r["beam"], r["lm_weight"]): r for r in rows}
+    for r in rows:
+        espnet = by[("espnet", r["beam"], r["lm_weight"])]
+        plain = by[(r["decoder"], r["beam"], 0.0)]
+        r["speedup_vs_espnet"] = espnet["seconds"] / r["seconds"]
+        r["fusion_overhead"] = r["seconds"] / plain["seconds"] - 1 if r["lm_weight"] else 0.0
+
+    print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
+          f"{len(dataset)} utterances, {audio:.1f} s of audio; encoder {encoder_seconds:.2f} s "
+          f"(RTF {encoder_seconds / audio:.4f}); LM {args.lm}, {lm.num_parameters():,} params")
+    print("| decoder | beam | LM weight | search s | RTF | WER % | speed-up vs ESPnet | "
+          "LM fusion adds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        fusion = f"{100 * r['fusion_overhead']:+.0f} %" if r["lm_weight"] else ""
+        print(f"| {r['decoder']} | {r['beam']} | {r['lm_weight']:g} | {r['seconds']:.2f} | "
+              f"{r['rtf']:.4f} | {100 * r['wer']:.1f} | {r['speedup_vs_espnet']:.1f}x | {fusion} |")
+    result = {"rows": rows, "utterances": len(dataset), "audio_seconds": audio,
+              "encoder_seconds": encoder_seconds, "threads": args.threads,
+              "run": str(args.run), "lm": str(args.lm), "data": str(args.data),
+              "pid": os.getpid()}
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
+    if scratch is not None:
+        scratch.cleanup()
+    return result
+
+
+if __name__ == "__main__":
+    main()
