@@ -203,7 +203,7 @@ def builder(path: Path) -> Callable[[Path], object] | None:
         return _prune
     if rel.parts[:2] == ("conf", "l0") or name == "prune_l0.yaml":
         return _l0
-    if name.startswith("finetune"):
+    if name.startswith(("finetune", "transducer")):
         return _task
     if name.startswith("pretrain"):
         return _pretrain

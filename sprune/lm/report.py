@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -72,6 +72,8 @@ class LMRun:
     test_ppl: float | None
     steps: int | None                  # updates of this run (pruned: of the fine-tuning)
     eval_file: str | None = None
+    wer: dict[str, float] = field(default_factory=dict)   # "dev" / "test": WER % of a
+                                       # transducer with this LM fused (sprune.decode.report)
 
     @property
     def target(self) -> str:
@@ -84,6 +86,23 @@ class LMRun:
 
     def ppl(self, split: str) -> float | None:
         return self.test_ppl if split == "test" else self.dev_ppl
+
+    def value(self, metric: str) -> float | None:
+        """What `metric` ranks runs by: "dev" / "test" perplexity, or "wer_dev" / "wer_test"
+        (WER % with the LM fused); lower is better for all of them."""
+        if metric.startswith("wer_"):
+            return self.wer.get(metric[4:])
+        return self.ppl(metric)
+
+
+def metric_name(metric: str) -> str:
+    """"test" -> "test ppl", "wer_test" -> "test WER %"."""
+    return f"{metric[4:]} WER %" if metric.startswith("wer_") else f"{metric} ppl"
+
+
+def metric_unit(metric: str) -> str:
+    """The unit of a difference of `metric`: "ppl" or "WER points"."""
+    return "WER points" if metric.startswith("wer_") else "ppl"
 
 
 def size_label(params: int | float) -> str:
@@ -192,11 +211,11 @@ class Pair:
     @property
     def difference(self) -> float:
         """other - base perplexity: negative when `other` is better."""
-        return self.other.ppl(self.split) - self.base.ppl(self.split)
+        return self.other.value(self.split) - self.base.value(self.split)
 
     @property
     def relative(self) -> float:
-        return self.difference / self.base.ppl(self.split)
+        return self.difference / self.base.value(self.split)
 
     @property
     def other_wins(self) -> bool:
@@ -211,7 +230,7 @@ def _pairs(runs: Sequence[LMRun], split: str, vary: str, base_value: str,
            shared: tuple[str, ...]) -> list[Pair]:
     """Pruned runs that agree in `shared` and whose `vary` attribute is `base_value` on one
     side and anything else on the other (each other value is a pair of its own)."""
-    pruned = [r for r in runs if r.kind == "pruned" and r.ppl(split) is not None]
+    pruned = [r for r in runs if r.kind == "pruned" and r.value(split) is not None]
     groups: dict[tuple, dict[str, LMRun]] = {}
     for r in pruned:
         groups.setdefault(tuple(getattr(r, k) if k != "target" else r.target for k in shared),
@@ -264,13 +283,13 @@ class ScratchRow:
 def compare_scratch(runs: Sequence[LMRun], split: str) -> list[ScratchRow]:
     """Per target with a scratch baseline and pruned runs: the best pruned run vs scratch."""
     rows = []
-    for scratch in (r for r in runs if r.kind == "scratch" and r.ppl(split) is not None):
+    for scratch in (r for r in runs if r.kind == "scratch" and r.value(split) is not None):
         same = [r for r in runs if r.kind == "pruned" and r.target == scratch.target
-                and r.ppl(split) is not None]
+                and r.value(split) is not None]
         if not same:
             continue
-        best = min(same, key=lambda r: (r.ppl(split), r.name))
-        better = sum(r.ppl(split) < scratch.ppl(split) for r in same)
+        best = min(same, key=lambda r: (r.value(split), r.name))
+        better = sum(r.value(split) < scratch.value(split) for r in same)
         rows.append(ScratchRow(scratch.target, scratch, best, better, len(same), split))
     return rows
 
@@ -313,9 +332,10 @@ def summary_line(pairs: Sequence[Pair], other: str, base: str,
     split = pairs[0].split
     wins = sum(p.other_wins for p in pairs)
     ties = sum(p.tie for p in pairs)
-    text = (f"{other} has the lower {split} ppl in **{wins} of {len(pairs)}** pairs"
+    text = (f"{other} has the lower {metric_name(split)} in **{wins} of {len(pairs)}** pairs"
             + (f" ({ties} tied)" if ties else "")
-            + f" (mean {other} - {base}: {_signed(_mean([p.difference for p in pairs]))} ppl, "
+            + f" (mean {other} - {base}: {_signed(_mean([p.difference for p in pairs]))} "
+            f"{metric_unit(split)}, "
             f"{_signed(100 * _mean([p.relative for p in pairs]), 1)} %)")
     for field in by:
         groups: dict[str, list[Pair]] = {}
@@ -336,13 +356,13 @@ def pairs_table(pairs: Sequence[Pair], shared: Sequence[str], base_name: str,
                 other_name: str) -> str:
     """One row per pair: what the two runs share, both perplexities, other - base."""
     split = pairs[0].split
-    header = [*shared, f"{split} ppl {base_name}", f"{split} ppl {other_name}",
+    header = [*shared, f"{metric_name(split)} {base_name}", f"{metric_name(split)} {other_name}",
               "difference", "relative", "better"]
     rows = []
     for p in pairs:
         better = "tie" if p.tie else (other_name if p.other_wins else base_name)
-        rows.append([*(p.key[k] for k in shared), _fmt(p.base.ppl(split)),
-                     _fmt(p.other.ppl(split)), _signed(p.difference),
+        rows.append([*(p.key[k] for k in shared), _fmt(p.base.value(split)),
+                     _fmt(p.other.value(split)), _signed(p.difference),
                      f"{_signed(100 * p.relative, 1)} %", better])
     return markdown_table(header, rows)
 
@@ -356,17 +376,17 @@ def scratch_section(rows: Sequence[ScratchRow]) -> str:
     wins = sum(p.other_wins for p in pairs)
     beaten = sum(r.pruned_better for r in rows)
     total = sum(r.pruned_total for r in rows)
-    text = (f"The best pruned model has the lower {split} ppl than the same-size model "
-            f"trained from scratch at **{wins} of {len(rows)}** sizes (mean best pruned - "
-            f"scratch: {_signed(_mean([p.difference for p in pairs]))} ppl, "
+    text = (f"The best pruned model has the lower {metric_name(split)} than the same-size "
+            f"model trained from scratch at **{wins} of {len(rows)}** sizes (mean best pruned "
+            f"- scratch: {_signed(_mean([p.difference for p in pairs]))} {metric_unit(split)}, "
             f"{_signed(100 * _mean([p.relative for p in pairs]), 1)} %); {beaten} of {total} "
             f"pruned runs beat the scratch baseline of their size: "
             f"**{verdict(pairs, 'pruning', 'training from scratch')}**.\n\n")
-    table = [[r.target, _fmt(r.scratch.ppl(split)), r.best.name, _fmt(r.best.ppl(split)),
+    table = [[r.target, _fmt(r.scratch.value(split)), r.best.name, _fmt(r.best.value(split)),
               _signed(r.pair.difference), f"{_signed(100 * r.pair.relative, 1)} %",
               f"{r.pruned_better} / {r.pruned_total}"] for r in rows]
     return text + markdown_table(
-        ["target", f"scratch {split} ppl", "best pruned run", f"its {split} ppl",
+        ["target", f"scratch {metric_name(split)}", "best pruned run", f"its {metric_name(split)}",
          "difference", "relative", "pruned runs better than scratch"], table)
 
 
@@ -395,12 +415,12 @@ def runs_table(runs: Sequence[LMRun], split: str) -> str:
     """The Markdown table of every run; the best `split` ppl of each target in bold."""
     best: dict[str, float] = {}
     for r in runs:
-        if r.kind != "dense" and r.ppl(split) is not None:
-            best[r.target] = min(best.get(r.target, math.inf), r.ppl(split))
+        if r.kind != "dense" and r.value(split) is not None:
+            best[r.target] = min(best.get(r.target, math.inf), r.value(split))
     rows = []
     for r in runs:
         ppls = {"dev": _fmt(r.dev_ppl), "test": _fmt(r.test_ppl)}
-        if r.kind != "dense" and r.ppl(split) is not None and r.ppl(split) == best[r.target]:
+        if r.kind != "dense" and r.value(split) is not None and r.value(split) == best[r.target]:
             ppls[split] = f"**{ppls[split]}**"
         rows.append([r.name, r.kind if r.kind != "pruned" else r.method or "-",
                      r.criterion or "-", r.schedule or "-", r.target, f"{r.params:,}",
@@ -428,13 +448,15 @@ AXES: dict[str, tuple[str, Callable[[LMRun], float | None]]] = {
 }
 
 
-def plot_ppl(runs: Sequence[LMRun], axis: str, split: str, path: Path) -> bool:
-    """One panel per criterion: `split` ppl against `axis` (params | flops | latency), one
-    line per method x schedule (colour: method; solid: incremental, dashed: one-shot), the
-    dense LM (star, dotted level) and the scratch baselines (black) in every panel. False
-    (and no file) when no run has the x value."""
+def plot_ppl(runs: Sequence[LMRun], axis: str, split: str, path: Path,
+             levels: Sequence[tuple[str, float]] = ()) -> bool:
+    """One panel per criterion: the `split` metric (`LMRun.value`) against `axis` (params |
+    flops | latency), one line per method x schedule (colour: method; solid: incremental,
+    dashed: one-shot), the dense LM (star, dotted level), the scratch baselines (black) and
+    each of `levels` (label, value: a dash-dotted line) in every panel. False (and no file)
+    when no run has the x value."""
     label, x_of = AXES[axis]
-    points = [r for r in runs if x_of(r) is not None and r.ppl(split) is not None]
+    points = [r for r in runs if x_of(r) is not None and r.value(split) is not None]
     pruned = [r for r in points if r.kind == "pruned"]
     if not points:
         return False
@@ -457,23 +479,25 @@ def plot_ppl(runs: Sequence[LMRun], axis: str, split: str, path: Path) -> bool:
                 lines.items(), key=lambda kv: (_order(kv[0][0], METHOD_ORDER),
                                                _order(kv[0][1], SCHEDULE_ORDER))):
             group.sort(key=x_of)
-            ax.plot([x_of(r) for r in group], [r.ppl(split) for r in group],
+            ax.plot([x_of(r) for r in group], [r.value(split) for r in group],
                     label=f"{method} {schedule}", color=colours[method],
                     linestyle="--" if schedule == ONE_SHOT else "-", **next(styles))
         scratch = sorted((r for r in points if r.kind == "scratch"), key=x_of)
         if scratch:
-            ax.plot([x_of(r) for r in scratch], [r.ppl(split) for r in scratch], color="black",
+            ax.plot([x_of(r) for r in scratch], [r.value(split) for r in scratch], color="black",
                     marker="x", markersize=8, linewidth=1.2, label="from scratch")
         for r in (r for r in points if r.kind == "dense"):
-            ax.axhline(r.ppl(split), color="grey", linestyle=":", linewidth=1)
-            ax.plot([x_of(r)], [r.ppl(split)], marker="*", markersize=12, color="grey",
+            ax.axhline(r.value(split), color="grey", linestyle=":", linewidth=1)
+            ax.plot([x_of(r)], [r.value(split)], marker="*", markersize=12, color="grey",
                     linestyle="none", label="dense")
+        for name, level in levels:
+            ax.axhline(level, color="black", linestyle="-.", linewidth=1, label=name)
         if log_x:
             ax.set_xscale("log")
         ax.set_title(f"criterion: {criterion}")
         ax.set_xlabel(label if len(label) < 40 else label.split(" (")[0])
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{split} perplexity (lower is better)")
+    axes[0][0].set_ylabel(f"{metric_name(split)} (lower is better)")
     outside_legend(axes[0][-1])
     fig.tight_layout()
     with atomic_path(path) as tmp:

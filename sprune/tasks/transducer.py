@@ -19,6 +19,11 @@ Loss normalisation: the summed RNN-T loss divided by the number of target labels
 batch, as the CTC task does (every label weighs the same whatever the batch); ESPnet averages
 per utterance instead. The conv feature encoder is frozen by the upstream, not here.
 
+Auxiliary CTC (`ctc_weight` w > 0): loss = RNN-T + w x CTC of a linear head on the encoder
+output, both per target label, as ESPnet's transducer models add `ctc_weight` x CTC (the
+head only helps training; decoding does not use it). `zero_infinity` is on for it: an
+utterance too short for CTC's repeats still trains the transducer.
+
 Frame stacking (`stack_frames` k): k consecutive upstream frames are concatenated into one
 encoder frame (the last one zero-padded), the usual low-frame-rate transducer input (e.g.
 40 ms frames at k = 2 for a 20 ms upstream). The joint tensor [B, T, U + 1, V] and the RNN-T
@@ -32,6 +37,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from sprune.errors import UserError
 from sprune.train import param_groups
@@ -54,6 +60,7 @@ class TransducerConfig:
     decoder_embed_dropout: float = 0.1
     joint_dim: int = 256             # ESPnet JointNetwork joint_space_size
     joint_activation: str = "tanh"
+    ctc_weight: float = 0.0          # + this x a CTC loss of a linear head on the encoder
     head_lr_scale: float = 1.0       # decoder + joint learn at the schedule's rate x this
     beam: int = 1                    # dev decoding during training: 1 = greedy
 
@@ -62,6 +69,8 @@ class TransducerConfig:
             raise UserError(f"transducer.head_lr_scale: {self.head_lr_scale} must be positive")
         if self.beam < 1:
             raise UserError(f"transducer.beam: {self.beam} must be at least 1")
+        if self.ctc_weight < 0:
+            raise UserError(f"transducer.ctc_weight: {self.ctc_weight} must be at least 0")
         for key in ("stack_frames", "decoder_layers", "decoder_dim", "joint_dim"):
             if getattr(self, key) < 1:
                 raise UserError(f"transducer.{key}: {getattr(self, key)} must be at least 1")
@@ -88,6 +97,9 @@ class TransducerModel(nn.Module):
         self.joint = JointNetwork(vocab_size, embed_dim * config.stack_frames, config.decoder_dim,
                                   joint_space_size=config.joint_dim,
                                   joint_activation_type=config.joint_activation)
+        self.ctc_weight = config.ctc_weight
+        self.ctc_head = (nn.Linear(embed_dim * config.stack_frames, vocab_size)
+                         if config.ctc_weight > 0 else None)
         self.head_lr_scale = config.head_lr_scale
         self.vocab_size = vocab_size
 
@@ -95,7 +107,9 @@ class TransducerModel(nn.Module):
         """The upstream's AdamW groups at the scheduled learning rate, the decoder's and the
         joint network's at `head_lr_scale` times it."""
         groups = param_groups(self.upstream, weight_decay)
-        for module in (self.decoder, self.joint):
+        for module in (self.decoder, self.joint, self.ctc_head):
+            if module is None:
+                continue
             groups += [{**g, "lr_scale": self.head_lr_scale} for g in param_groups(module, weight_decay)]
         return [group for group in groups if group["params"]]
 
@@ -123,7 +137,15 @@ class TransducerModel(nn.Module):
         targets, target_lengths = batch["targets"], batch["target_lengths"]
         logits = self.logits(enc, targets)
         loss = rnnt_loss_sum(logits, targets, frames, target_lengths)
-        return {"loss": loss / target_lengths.sum().clamp(min=1)}
+        out = {"loss": loss / target_lengths.sum().clamp(min=1)}
+        if self.ctc_head is not None:
+            log_probs = self.ctc_head(enc).float().log_softmax(-1)
+            ctc = F.ctc_loss(log_probs.transpose(0, 1), targets, frames.long(), target_lengths,
+                             blank=0, reduction="sum", zero_infinity=True)
+            out["rnnt_loss"] = out["loss"].detach()
+            out["ctc_loss"] = (ctc / target_lengths.sum().clamp(min=1)).detach()
+            out["loss"] = out["loss"] + self.ctc_weight * ctc / target_lengths.sum().clamp(min=1)
+        return out
 
 
 def rnnt_loss_sum(logits: Tensor, targets: Tensor, frames: Tensor, target_lengths: Tensor

@@ -1,0 +1,1 @@
+../../TEMPLATE/ic1/path.sh
