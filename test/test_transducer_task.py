@@ -66,6 +66,33 @@ def test_transducer_overfits_one_batch():
     assert names and all(n.startswith(("decoder.", "joint.")) for n in names)
 
 
+def test_auxiliary_ctc_and_frame_stacking():
+    """loss = RNN-T + w x CTC (each per label) on stacked frames: T' = ceil(T / k)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    upstream = UpstreamModel(tiny_config("wav2vec2"))
+    config = TransducerConfig(decoder_dim=8, joint_dim=8, dropout=0.0, ctc_weight=0.5,
+                              stack_frames=3)
+    model = TransducerModel(upstream, upstream.config.embed_dim, 9, config).eval()
+    batch = {"wavs": torch.randn(2, 8000) * 0.1, "lengths": torch.tensor([8000, 6000]),
+             "targets": torch.tensor([[3, 4], [6, 0]]), "target_lengths": torch.tensor([2, 1])}
+    with torch.no_grad():
+        out = model(batch)
+        enc, frames = model.encode(batch["wavs"], batch["lengths"])
+        plain = upstream(batch["wavs"], batch["lengths"])
+        assert enc.shape[-1] == 3 * upstream.config.embed_dim
+        assert frames.tolist() == [-(-int(n) // 3) for n in plain.lengths]
+        assert torch.equal(enc[0, 0], plain.hidden_states[-1][0, :3].flatten())
+        rnnt = rnnt_loss_sum(model.logits(enc, batch["targets"]), batch["targets"], frames,
+                             batch["target_lengths"]) / 3
+        ctc = F.ctc_loss(model.ctc_head(enc).log_softmax(-1).transpose(0, 1), batch["targets"],
+                         frames, batch["target_lengths"], reduction="sum") / 3
+    assert float(out["rnnt_loss"]) == pytest.approx(float(rnnt), rel=1e-5)
+    assert float(out["ctc_loss"]) == pytest.approx(float(ctc), rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(float(rnnt + 0.5 * ctc), rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A tiny random upstream, en-US train/dev/test dirs, an LM BPE model and configs."""
