@@ -1,1 +1,1 @@
-../../kjv/lm1/lm.sh
+../../TEMPLATE/lm1/lm.sh

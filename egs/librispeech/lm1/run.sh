@@ -8,7 +8,7 @@
 #   ./run.sh                                            # downloads it into data/librispeech/downloads
 #   ./run.sh --max-lines 500000 --sizes "10000000 5000000" --tag small
 #
-# Stages and options: ./run.sh --help (the stages are ../../kjv/lm1/lm.sh's; conf/paper.conf
+# Stages and options: ./run.sh --help (the stages are ../../TEMPLATE/lm1/lm.sh's; conf/paper.conf
 # holds the default tag's sizes, step budget and --max-lines). Paper-size runs want a GPU
 # (the configs use train.device auto) or many cores; tested on a small fixture only.
 set -euo pipefail
