@@ -53,9 +53,9 @@ def test_wer_table_and_answers(tmp_path, cli):
     assert done.returncode == 0, done.stderr
     text = (asr / "RESULTS.md").read_text()
     assert "without an LM: test WER **40.00 %**" in text
-    assert "test WER **28.00 %** at LM weight 0.3 (-12.00 points)" in text
-    assert "| ut1 | unstructured | taylor | one-shot | 100k | 100,000 | 1.000 | 60.00 | 0.2 | " \
-           "30.00 | **31.00** |" in text
+    assert "test WER **28.00 %** at LM / LODR / bonus 0.3 / 0 / 0 (-12.00 points)" in text
+    assert "| ut1 | unstructured | taylor | one-shot | 100k | 100,000 | 1.000 | 60.00 | " \
+           "0.2 / 0 / 0 | 30.00 | **31.00** |" in text
     assert "| um9 |" not in text
     q1, q2, q3 = (text.split(f"### {i}.")[1].split("###")[0] for i in (1, 2, 3))
     assert "cubic has the lower test WER % in **1 of 2** pairs" in q1

@@ -57,7 +57,7 @@ def test_kjv_asr_after_the_lm_study_then_skips(tmp_path, lm_env, upstream):  # n
             (asr / entry.name).symlink_to(entry.resolve())
     args = ["--lm-tag", "tiny", "--bpe-size", "60", "--upstream", upstream, "--train-opts",
             TINY_TRAIN, "--local-data-opts", TINY_DATA, "--beam", "2", "--lm-weights",
-            "0.1 0.5", "--lodr-weights", "0 0.2", "--nj", "2"]
+            "0.1 0.5", "--lodr-weights", "0 0.2", "--length-bonuses", "0 1", "--nj", "2"]
     done = run(asr, lm_env, *args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -74,11 +74,11 @@ def test_kjv_asr_after_the_lm_study_then_skips(tmp_path, lm_env, upstream):  # n
     assert lm_runs == ["dense", "scratch_9k", "unstructured_magnitude_one-shot_9k",
                        "unstructured_taylor_one-shot_9k"]
     dense = json.loads((run_dir / "decode_lm_dense" / "result.json").read_text())
-    assert len(dense["tuning"]) == 4 and dense["beam"] == 2           # 2 LM x 2 LODR weights
+    assert len(dense["tuning"]) == 8 and dense["beam"] == 2     # 2 LM x 2 LODR x 2 bonuses
+    keys = ("lm_weight", "lodr_weight", "length_bonus")
     for name in lm_runs:
         result = json.loads((run_dir / f"decode_lm_{name}" / "result.json").read_text())
-        assert (result["lm_weight"], result["lodr_weight"]) == \
-            (dense["lm_weight"], dense["lodr_weight"])               # reused (--tune-each false)
+        assert [result[k] for k in keys] == [dense[k] for k in keys]   # --tune-each false
     for name in ("greedy", "nolm"):
         assert (run_dir / f"decode_{name}" / "result.json").is_file()
     results = (run_dir / "RESULTS.md").read_text()

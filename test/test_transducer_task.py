@@ -191,13 +191,14 @@ def test_decode_tunes_weights_on_dev_and_writes_results(decoded_run, cli):
     root, run = decoded_run
     done = cli("decode", run, "--dev", root / "dev", "--test", root / "test", "--beam", "2",
                "--lm", root / "lm", "--lm-weight", "0,0.5", "--lodr", root / "lodr.2gram",
-               "--lodr-weight", "0,0.2", "--name", "grid")
+               "--lodr-weight", "0,0.2", "--length-bonus", "0,1", "--name", "grid")
     assert done.returncode == 0, done.stderr
     result = json.loads((run / "decode_grid" / "result.json").read_text())
-    assert [(r["lm_weight"], r["lodr_weight"]) for r in result["tuning"]] == [
-        (0.0, 0.0), (0.0, 0.2), (0.5, 0.0), (0.5, 0.2)]
+    assert [(r["lm_weight"], r["lodr_weight"], r["length_bonus"]) for r in result["tuning"]] == [
+        (w, lodr, bonus) for w in (0.0, 0.5) for lodr in (0.0, 0.2) for bonus in (0.0, 1.0)]
     best = min(result["tuning"], key=lambda r: r["wer"])
-    assert (result["lm_weight"], result["lodr_weight"]) == (best["lm_weight"], best["lodr_weight"])
+    assert (result["lm_weight"], result["lodr_weight"], result["length_bonus"]) == \
+        (best["lm_weight"], best["lodr_weight"], best["length_bonus"])
     assert {"wer", "cer", "rtf"} <= set(result["test"]["test"])
     hyps = (run / "decode_grid" / "hyp_test.txt").read_text().splitlines()
     assert len(hyps) == len((root / "test" / "text").read_text().splitlines())

@@ -6,9 +6,10 @@
   sprune decode exp/asr/dense --test data/test --decoder espnet --beam 4 --lm exp/lm/dense \\
       --lm-weight 0.3      # ESPnet's BeamSearchTransducer, unchanged, as the reference
 
-With several values of --lm-weight / --lodr-weight (comma-separated) every combination is
-decoded on --dev and the lowest dev WER picks the weights used on the test sets (ties: the
-first in the order given). Writes <run>/decode_<name>/: result.json (decoder, beam, LM,
+With several values of --lm-weight / --lodr-weight / --length-bonus (comma-separated) every
+combination is decoded on --dev (the encoder runs once; its outputs are kept while they fit
+in 2 GiB) and the lowest dev WER picks the values used on the test sets (ties: the first in
+the order given). Writes <run>/decode_<name>/: result.json (decoder, beam, LM,
 chosen weights, the dev grid, test WER / CER, real-time factor), hyp_<set>.txt (utterance id
 and hypothesis per line). The LM must use the run's BPE model (`transducer.bpe`):
 `sprune lm train --bpe <the same bpe.model>`; the LODR n-gram comes from `sprune lm ngram`.
@@ -59,8 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LODR weight(s) (default 0)")
     parser.add_argument("--blank-penalty", type=float, default=0.0,
                         help="subtracted from the blank logit (sprune decoder; default 0)")
-    parser.add_argument("--length-bonus", type=float, default=0.0,
-                        help="added per emitted token (sprune decoder; default 0)")
+    parser.add_argument("--length-bonus", type=weight_list, default=[0.0], metavar="B[,B...]",
+                        help="added per emitted token, tuned with the weights (sprune decoder; "
+                             "default 0; shallow fusion usually wants one: the LM's "
+                             "log-probs otherwise favour deletions)")
     parser.add_argument("--name", help="result folder decode_<name> (default: from the options)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="utterances decoded together (default 8)")
@@ -78,10 +81,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError("--lodr-weight is set but no --lodr is given; add --lodr FILE "
                         "(`sprune lm ngram`)")
     if args.decoder == "espnet":
-        if args.lodr is not None or args.blank_penalty or args.length_bonus:
+        if args.lodr is not None or args.blank_penalty or any(args.length_bonus):
             raise UserError("--lodr, --blank-penalty and --length-bonus work with --decoder "
                             "sprune only (ESPnet's search has no such terms)")
-    if len(args.lm_weight) * len(args.lodr_weight) > 1 and args.dev is None:
+    if len(args.lm_weight) * len(args.lodr_weight) * len(args.length_bonus) > 1 \
+            and args.dev is None:
         raise UserError("several weights are given but no --dev to choose among them; add "
                         "--dev DIR or give one value each")
 
@@ -127,14 +131,12 @@ def audio_seconds(dataset: Any) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from sprune.decode.espnet_reference import EspnetTransducerSearch
     from sprune.decode.transducer_search import FusionWeights, TransducerSearch
     from sprune.experiment import load_experiment
     from sprune.prune.methods.base import load_model_state
     from sprune.tasks.ctc import error_rates
-    from sprune.tasks.transducer import decode_transducer
+    from sprune.tasks.transducer import EncodedSet, search_encoded
     from sprune.train import resolve_device
 
     _check(args)
@@ -152,38 +154,45 @@ def run(args: argparse.Namespace) -> int:
     load_model_state(model, run_dir / "final")
     model.to(device).eval()
 
-    def decode(dataset, lm_weight: float, lodr_weight: float):
+    def decode(encoded: EncodedSet, lm_weight: float, lodr_weight: float, bonus: float):
         if args.decoder == "espnet":
             search = EspnetTransducerSearch(model.decoder, model.joint, args.beam, lm, lm_weight)
         else:
-            weights = FusionWeights(lm_weight, lodr_weight, args.blank_penalty, args.length_bonus)
+            weights = FusionWeights(lm_weight, lodr_weight, args.blank_penalty, bonus)
             search = TransducerSearch(model.decoder, model.joint, args.beam, lm, ngram, weights)
+        cached = encoded.cache is not None
         start = time.perf_counter()
-        with torch.no_grad():
-            decoded = decode_transducer(model, dataset, experiment.vocab, search,
-                                        args.batch_size, device)
-        seconds = time.perf_counter() - start
+        decoded = search_encoded(encoded, experiment.vocab, search)
+        searching = time.perf_counter() - start - (0.0 if cached else encoded.seconds)
+        # the real-time factor of encoder + search, whether this pass ran the encoder or an
+        # earlier one did
         return decoded, {**error_rates(decoded, experiment.vocab.tokenizer),
-                         "rtf": seconds / max(audio_seconds(dataset), 1e-9)}
+                         "rtf": (searching + encoded.seconds)
+                         / max(audio_seconds(encoded.dataset), 1e-9)}
 
-    grid = list(itertools.product(args.lm_weight, args.lodr_weight))
+    def encoded(data_dir: str) -> EncodedSet:
+        return EncodedSet(model, experiment.dataset(data_dir), args.batch_size, device)
+
+    grid = list(itertools.product(args.lm_weight, args.lodr_weight, args.length_bonus))
     tuning = []
     if args.dev is not None:
-        dev = experiment.dataset(args.dev)
-        for lm_weight, lodr_weight in grid:
-            _, metrics = decode(dev, lm_weight, lodr_weight)
-            tuning.append({"lm_weight": lm_weight, "lodr_weight": lodr_weight, **metrics})
+        dev = encoded(args.dev)
+        for lm_weight, lodr_weight, bonus in grid:
+            _, metrics = decode(dev, lm_weight, lodr_weight, bonus)
+            tuning.append({"lm_weight": lm_weight, "lodr_weight": lodr_weight,
+                           "length_bonus": bonus, **metrics})
             print(f"dev {Path(args.dev).name}: lm_weight {lm_weight:g} lodr_weight "
-                  f"{lodr_weight:g}: wer {metrics['wer']:.4f}", flush=True)
+                  f"{lodr_weight:g} length_bonus {bonus:g}: wer {metrics['wer']:.4f}", flush=True)
         chosen = min(tuning, key=lambda row: row["wer"])   # min keeps the first of ties
-        lm_weight, lodr_weight = chosen["lm_weight"], chosen["lodr_weight"]
+        lm_weight, lodr_weight, bonus = (chosen["lm_weight"], chosen["lodr_weight"],
+                                         chosen["length_bonus"])
     else:
-        (lm_weight, lodr_weight), = grid
+        (lm_weight, lodr_weight, bonus), = grid
     out = run_dir / f"decode_{args.name or default_name(args)}"
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for data_dir in args.test:
-        decoded, metrics = decode(experiment.dataset(data_dir), lm_weight, lodr_weight)
+        decoded, metrics = decode(encoded(data_dir), lm_weight, lodr_weight, bonus)
         name = Path(data_dir).name
         results[name] = metrics
         atomic_write_text(out / f"hyp_{name}.txt", "".join(f"{d.utt} {d.hyp}\n" for d in decoded))
@@ -191,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
               f"rtf {metrics['rtf']:.3f}", flush=True)
     document = {"decoder": args.decoder, "beam": args.beam, "lm": args.lm, "lodr": args.lodr,
                 "lm_weight": lm_weight, "lodr_weight": lodr_weight,
-                "blank_penalty": args.blank_penalty, "length_bonus": args.length_bonus,
+                "blank_penalty": args.blank_penalty, "length_bonus": bonus,
                 "dev": args.dev, "tuning": tuning, "test": results}
     atomic_write_text(out / "result.json", json.dumps(document, indent=1) + "\n")
     return 0

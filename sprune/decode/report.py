@@ -44,11 +44,12 @@ def read_decode_result(path: Path) -> dict[str, Any]:
     if not isinstance(test, dict) or not isinstance(test.get("wer"), (int, float)):
         raise UserError(f"{path}: no test 'wer'; {FIX}")
     tuning = doc.get("tuning") or []
-    chosen = [row for row in tuning if row.get("lm_weight") == doc.get("lm_weight")
-              and row.get("lodr_weight") == doc.get("lodr_weight")]
+    chosen = [row for row in tuning
+              if all(row.get(k) == doc.get(k) for k in ("lm_weight", "lodr_weight", "length_bonus"))]
     return {"test": 100 * float(test["wer"]), "test_set": test_name,
             "dev": 100 * float(chosen[0]["wer"]) if chosen else None,
             "lm_weight": doc.get("lm_weight"), "lodr_weight": doc.get("lodr_weight"),
+            "length_bonus": doc.get("length_bonus"),
             "beam": doc.get("beam"), "decoder": doc.get("decoder"),
             "rtf": float(test.get("rtf", 0.0))}
 
@@ -64,6 +65,12 @@ def attach_wer(runs: Sequence[LMRun], asr_run: Path, prefix: str) -> dict[str, d
             run.wer = {k: result[k] for k in ("dev", "test") if result[k] is not None}
             results[run.name] = result
     return results
+
+
+def weights_text(result: dict[str, Any]) -> str:
+    """'0.3 / 0 / 1.5': the LM weight, LODR weight and length bonus a decoding used."""
+    return " / ".join(f"{result.get(k) or 0:g}" for k in ("lm_weight", "lodr_weight",
+                                                          "length_bonus"))
 
 
 def runs_table(runs: Sequence[LMRun], results: dict[str, dict[str, Any]]) -> str:
@@ -84,10 +91,11 @@ def runs_table(runs: Sequence[LMRun], results: dict[str, dict[str, Any]]) -> str
                      r.criterion or "-", r.schedule or "-", r.target, f"{r.params:,}",
                      "-" if r.flops_per_token is None else f"{r.flops_per_token / 1e6:.3f}",
                      "-" if r.test_ppl is None else f"{r.test_ppl:.2f}",
-                     f"{result['lm_weight']:g}",
+                     weights_text(result),
                      "-" if r.wer.get("dev") is None else f"{r.wer['dev']:.2f}", test])
     return markdown_table(["LM", "method", "criterion", "schedule", "target", "params",
-                           "MFLOPs/token", "test ppl", "LM weight", "dev WER %", "test WER %"],
+                           "MFLOPs/token", "test ppl", "LM / LODR / bonus", "dev WER %",
+                           "test WER %"],
                           rows)
 
 
@@ -96,14 +104,15 @@ def csv_text(runs: Sequence[LMRun], results: dict[str, dict[str, Any]]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["lm_run", "kind", "method", "criterion", "schedule", "target_params",
                      "params", "flops_per_token", "test_ppl", "lm_weight", "lodr_weight",
-                     "dev_wer", "test_wer", "rtf"])
+                     "length_bonus", "dev_wer", "test_wer", "rtf"])
     for r in runs:
         if r.name in results:
             res = results[r.name]
             writer.writerow([r.name, r.kind, r.method or "", r.criterion or "", r.schedule or "",
                              r.target_params or "", r.params, r.flops_per_token or "",
                              "" if r.test_ppl is None else r.test_ppl, res["lm_weight"],
-                             res["lodr_weight"], "" if res["dev"] is None else res["dev"],
+                             res["lodr_weight"], res["length_bonus"],
+                             "" if res["dev"] is None else res["dev"],
                              res["test"], res["rtf"]])
     return buffer.getvalue()
 
@@ -119,7 +128,8 @@ def render(runs: Sequence[LMRun], results: dict[str, dict[str, Any]],
     parts.append(
         f"Test set `{any_result['test_set']}`, {any_result['decoder']} search at beam "
         f"{any_result['beam']} (`sprune decode`). Each LM is fused with the weight that gave "
-        "the lowest dev WER on its grid (the LM weight column; dev WER at that weight). "
+        "the lowest dev WER on its grid (LM weight, LODR weight and length bonus; dev WER "
+        "at those values). "
         "params, MFLOPs/token and test ppl are the LM's, from its `sprune lm eval` (the LM "
         "recipe's RESULTS.md explains them). Bold: the lowest test WER of each target size.\n")
     lines = []
@@ -129,7 +139,8 @@ def render(runs: Sequence[LMRun], results: dict[str, dict[str, Any]],
         if r.kind == "dense":
             lines.append(f"- with the dense LM ({r.params:,} parameters, test ppl "
                          f"{'-' if r.test_ppl is None else f'{r.test_ppl:.2f}'}): test WER "
-                         f"**{r.wer['test']:.2f} %** at LM weight {results[r.name]['lm_weight']:g}"
+                         f"**{r.wer['test']:.2f} %** at LM / LODR / bonus "
+                         f"{weights_text(results[r.name])}"
                          + (f" ({r.wer['test'] - baseline['test']:+.2f} points)"
                             if baseline is not None else ""))
     if lines:

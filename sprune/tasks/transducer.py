@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
@@ -173,29 +173,94 @@ def rnnt_loss_sum(logits: Tensor, targets: Tensor, frames: Tensor, target_length
                          fused_log_softmax=False)
 
 
-@torch.no_grad()
+@dataclass
+class EncodedBatch:
+    """Encoder outputs of some utterances of a dataset: `indices` into it, enc [B, T, D],
+    frames [B], and their ids, languages and transcripts."""
+
+    indices: list[int]
+    enc: Tensor
+    frames: Tensor
+    utts: list[str]
+    langs: list[str | None]
+    texts: list[str]
+
+
+class EncodedSet:
+    """A dataset's encoder outputs in length-sorted batches, computed once and kept while they
+    fit in `budget_bytes` (a weight grid then searches them again without the encoder), else
+    computed afresh at every pass. `seconds`: the encoder's time in its latest pass."""
+
+    def __init__(self, model: TransducerModel, dataset, batch_size: int = 8,
+                 device: torch.device | str | None = None, budget_bytes: int = 2 << 30) -> None:
+        from sprune.tasks.ctc import check_decodable
+
+        check_decodable(dataset, "transducer")
+        self.model, self.dataset, self.batch_size = model, dataset, batch_size
+        self.device = device or next(model.parameters()).device
+        self.budget = budget_bytes
+        self.cache: list[EncodedBatch] | None = None
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @torch.no_grad()
+    def _encode(self) -> Iterator[EncodedBatch]:
+        import time
+
+        from sprune.data.dataset import collate_audio
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for indices in self.dataset.length_sorted_batches(self.batch_size):
+                batch = collate_audio([self.dataset[i] for i in indices])
+                start = time.perf_counter()
+                enc, frames = self.model.encode(batch["wavs"].to(self.device),
+                                                batch["lengths"].to(self.device))
+                self.seconds += time.perf_counter() - start
+                yield EncodedBatch(indices, enc, frames, batch["utt"],
+                                   batch.get("lang") or [None] * len(indices), batch["text"])
+        finally:
+            self.model.train(was_training)
+
+    def __iter__(self) -> Iterator[EncodedBatch]:
+        if self.cache is not None:
+            yield from self.cache
+            return
+        kept: list[EncodedBatch] | None = []
+        size = 0
+        self.seconds = 0.0
+        for item in self._encode():
+            size += item.enc.numel() * item.enc.element_size()
+            if kept is not None and size <= self.budget:
+                kept.append(item)
+            else:
+                kept = None
+            yield item
+        self.cache = kept
+
+
+def search_encoded(encoded: EncodedSet, vocab, search) -> list:
+    """Run `search` over every batch of `encoded` -> `sprune.tasks.ctc.Decoded` items in
+    dataset order; `vocab` (`LMVocab`) turns ids into text."""
+    from sprune.tasks.ctc import Decoded
+
+    out: list = [None] * len(encoded)
+    with torch.no_grad():
+        for item in encoded:
+            results = search(item.enc, item.frames)
+            for i, utt, lang, text, result in zip(item.indices, item.utts, item.langs,
+                                                  item.texts, results):
+                out[i] = Decoded(utt, lang, vocab.normalize(text), vocab.decode(result.tokens))
+    return out
+
+
 def decode_transducer(model: TransducerModel, dataset, vocab, search,
                       batch_size: int = 8, device: torch.device | str | None = None) -> list:
     """Decode every utterance of `dataset` (with transcripts) with `search` (a
     `sprune.decode` search over `model.decoder` / `model.joint`), in dataset order ->
-    `sprune.tasks.ctc.Decoded` items; `vocab` (`LMVocab`) turns ids into text."""
-    from sprune.data.dataset import collate_audio
-    from sprune.tasks.ctc import Decoded, check_decodable
-
-    check_decodable(dataset, "transducer")
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out: list = [None] * len(dataset)
-    try:
-        for indices in dataset.length_sorted_batches(batch_size):
-            batch = collate_audio([dataset[i] for i in indices])
-            enc, frames = model.encode(batch["wavs"].to(device), batch["lengths"].to(device))
-            results = search(enc, frames)
-            langs = batch.get("lang") or [None] * len(results)
-            for i, utt, lang, text, result in zip(indices, batch["utt"], langs, batch["text"],
-                                                  results):
-                out[i] = Decoded(utt, lang, vocab.normalize(text), vocab.decode(result.tokens))
-    finally:
-        model.train(was_training)
-    return out
+    `sprune.tasks.ctc.Decoded` items."""
+    return search_encoded(EncodedSet(model, dataset, batch_size, device, budget_bytes=0),
+                          vocab, search)

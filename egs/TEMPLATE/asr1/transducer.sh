@@ -10,8 +10,9 @@
 #                 -> exp/<tag>/dense
 #   4  nolm       sprune decode without an LM: greedy (decode_greedy) and beam --beam
 #                 (decode_nolm) on the test set
-#   5  dense LM   sprune decode with the LM recipe's dense LM, LM (and LODR) weights tuned on
-#                 dev over --lm-weights (x --lodr-weights) -> decode_lm_dense
+#   5  dense LM   sprune decode with the LM recipe's dense LM, LM weight, LODR weight and
+#                 length bonus tuned on dev over --lm-weights x --lodr-weights x
+#                 --length-bonuses -> decode_lm_dense
 #   6  every LM   every pruned and from-scratch LM of --lm-exp (shrunk/ when it exists, else
 #                 final/), with the dense LM's weights (--tune-each false) or its own dev-tuned
 #                 ones (--tune-each true) -> decode_lm_<LM run>; --nj decodes at once
@@ -37,6 +38,7 @@ test_set=data/test
 beam=4                  # beam of every decoding with and without an LM
 lm_weights="0.1 0.2 0.3 0.4 0.5"   # the dev grid of the dense LM's weight
 lodr_weights="0"        # LODR weights tried with each LM weight (e.g. "0 0.1 0.2")
+length_bonuses="0 0.5 1 1.5 2"   # per-token bonuses tried with them (fusion favours deletions)
 tune_each=false         # true: every LM gets its own dev-tuned weights (slower)
 nj=2                    # decoding jobs at once (stage 6)
 threads=1               # torch threads per decoding job; training uses nj x threads
@@ -57,6 +59,7 @@ help_message="Usage: $0 --bpe MODEL --lm-exp DIR [options]
   --beam N                     beam size (default $beam)
   --lm-weights LIST            LM weights tuned on dev (default \"$lm_weights\")
   --lodr-weights LIST          LODR weights tuned with them (default \"$lodr_weights\")
+  --length-bonuses LIST        per-token bonuses tuned with them (default \"$length_bonuses\")
   --tune-each true|false       tune the weights of every LM, not only the dense one's
                                (default $tune_each)
   --nj N / --threads N         decoding jobs at once / torch threads each (default $nj / $threads)
@@ -153,14 +156,15 @@ if run_stage 5; then
     log "stage 5: the dense LM, weights tuned on $dev_set -> $run/decode_lm_dense"
     sprune decode "$run" --dev "$dev_set" --test "$test_set" --beam "$beam" \
       --lm "$lm_exp/dense/final" --lm-weight "$(comma $lm_weights)" "${lodr_args[@]}" \
-      --lodr-weight "$(comma $lodr_weights)" --name lm_dense "${decode_extra[@]}"
+      --lodr-weight "$(comma $lodr_weights)" --length-bonus "$(comma $length_bonuses)" \
+      --name lm_dense "${decode_extra[@]}"
   fi
 fi
 
 if run_stage 6; then
   dense_result=$run/decode_lm_dense/result.json
   [ -f "$dense_result" ] || die "stage 6: $dense_result is missing (run stage 5)"
-  read -r dense_lm_weight dense_lodr_weight < <(python -c "import json, sys; d = json.load(open(sys.argv[1])); print(d['lm_weight'], d['lodr_weight'])" "$dense_result")
+  read -r dense_lm_weight dense_lodr_weight dense_bonus < <(python -c "import json, sys; d = json.load(open(sys.argv[1])); print(d['lm_weight'], d['lodr_weight'], d['length_bonus'])" "$dense_result")
   todo=0
   for lm_run in "$lm_exp"/*/; do
     lm_run=${lm_run%/}
@@ -170,9 +174,11 @@ if run_stage 6; then
     fresh "lm_$name" "$lm" && continue
     todo=$((todo + 1))
     if [ "$tune_each" = true ]; then
-      weights=(--dev "$dev_set" --lm-weight "$(comma $lm_weights)" --lodr-weight "$(comma $lodr_weights)")
+      weights=(--dev "$dev_set" --lm-weight "$(comma $lm_weights)" --lodr-weight "$(comma $lodr_weights)"
+               --length-bonus "$(comma $length_bonuses)")
     else
-      weights=(--lm-weight "$dense_lm_weight" --lodr-weight "$dense_lodr_weight")
+      weights=(--lm-weight "$dense_lm_weight" --lodr-weight "$dense_lodr_weight"
+               --length-bonus "$dense_bonus")
     fi
     log "stage 6: $lm -> $run/decode_lm_$name"
     pool_spawn "decode_lm_$name" sprune decode "$run" --test "$test_set" --beam "$beam" \
@@ -185,7 +191,8 @@ fi
 if run_stage 7; then
   log "stage 7: results -> $run/RESULTS.md"
   about="Transducer: $train_config on $train_set (exp/$tag/dense), BPE $bpe shared with the LMs"
-  about+=" of $lm_exp; beam $beam; LM weight grid \"$lm_weights\", LODR \"$lodr_weights\""
+  about+=" of $lm_exp; beam $beam; grid: LM weight \"$lm_weights\", LODR \"$lodr_weights\","
+  about+=" length bonus \"$length_bonuses\""
   about+=" (tuned on $dev_set $([ "$tune_each" = true ] && echo "for every LM" || echo "for the dense LM, reused for the others"))."
   sprune lm results "$lm_exp" --asr-run "$run" --quiet \
     --title "$tag: WER with each LM fused (paper 002)" --note "${note:+$note }$about"
