@@ -9,7 +9,8 @@ search decodes the same encoder outputs, timed by wall clock over all utterances
     sprune  `sprune.decode.TransducerSearch`: utterances and hypotheses batched, the LM
             advanced one cached step per emitted token (`sprune.decode.lm_tree`)
 
-at each --beams, with and without the LM (--lm-weight). Printed per row: search seconds,
+at each --beams, with and without the LM (--lm-weight; sprune adds --length-bonus per token
+with the LM, as `sprune decode` tunes it). Printed per row: search seconds,
 real-time factor (search seconds / audio seconds; the encoder's RTF is printed once), WER
 when the utterances have transcripts, and the ratios measured side by side in this run:
 sprune's speed-up over ESPnet at the same beam and LM, and the cost LM fusion adds to
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--utts", type=int, default=100, help="first N utterances (default 100)")
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--lm-weight", type=float, default=0.3)
+    parser.add_argument("--length-bonus", type=float, default=0.0,
+                        help="sprune's per-token bonus with the LM (ESPnet's search has none; "
+                             "it ranks its final hypotheses by score / length instead)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--small", action="store_true", help="random tiny models (a smoke run)")
@@ -158,8 +162,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             weight = args.lm_weight if with_lm else 0.0
             searches = {
                 "espnet": EspnetTransducerSearch(model.decoder, model.joint, beam, lm, weight),
-                "sprune": TransducerSearch(model.decoder, model.joint, beam, lm,
-                                           weights=FusionWeights(lm_weight=weight)),
+                "sprune": TransducerSearch(model.decoder, model.joint, beam, lm, weights=FusionWeights(
+                    lm_weight=weight, length_bonus=args.length_bonus if with_lm else 0.0)),
             }
             for name, search in searches.items():
                 seconds, refs, hyps = run_search(search, batches, experiment.vocab)
@@ -175,7 +179,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), "
           f"{len(dataset)} utterances, {audio:.1f} s of audio; encoder {encoder_seconds:.2f} s "
-          f"(RTF {encoder_seconds / audio:.4f}); LM {args.lm}, {lm.num_parameters():,} params")
+          f"(RTF {encoder_seconds / audio:.4f}); LM {args.lm}, {lm.num_parameters():,} params; "
+          f"sprune's length bonus with the LM {args.length_bonus:g}")
     print("| decoder | beam | LM weight | search s | RTF | WER % | speed-up vs ESPnet | "
           "LM fusion adds |")
     print("|---|---|---|---|---|---|---|---|")
@@ -184,6 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"| {r['decoder']} | {r['beam']} | {r['lm_weight']:g} | {r['seconds']:.2f} | "
               f"{r['rtf']:.4f} | {100 * r['wer']:.1f} | {r['speedup_vs_espnet']:.1f}x | {fusion} |")
     result = {"rows": rows, "utterances": len(dataset), "audio_seconds": audio,
+              "length_bonus": args.length_bonus,
               "encoder_seconds": encoder_seconds, "threads": args.threads,
               "run": str(args.run), "lm": str(args.lm), "data": str(args.data),
               "pid": os.getpid()}
