@@ -20,7 +20,10 @@ class EspnetTransducerSearch:
     """search(enc [B, T, D], lengths [B]) -> one `SearchResult` per utterance, by ESPnet."""
 
     def __init__(self, decoder, joint, beam: int = 4, lm=None, lm_weight: float = 0.0) -> None:
-        from espnet2.asr.transducer.beam_search_transducer import BeamSearchTransducer
+        from sprune.tasks.transducer import import_espnet
+
+        BeamSearchTransducer = import_espnet(
+            "espnet2.asr.transducer.beam_search_transducer").BeamSearchTransducer
 
         if beam < 1:
             raise ValueError(f"beam {beam} < 1")

@@ -43,6 +43,17 @@ from sprune.errors import UserError
 from sprune.train import param_groups
 
 
+def import_espnet(module: str) -> Any:
+    """Import an ESPnet module without the line espnet's attention module prints on stdout
+    when the optional flash_attn package is missing (it would open every log)."""
+    import contextlib
+    import importlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return importlib.import_module(module)
+
+
 @dataclass
 class TransducerConfig:
     """The `transducer:` section of a transducer recipe's YAML."""
@@ -83,9 +94,8 @@ class TransducerModel(nn.Module):
     def __init__(self, upstream: nn.Module, embed_dim: int, vocab_size: int,
                  config: TransducerConfig) -> None:
         super().__init__()
-        from espnet2.asr.decoder.transducer_decoder import TransducerDecoder
-        from espnet2.asr_transducer.joint_network import JointNetwork
-
+        TransducerDecoder = import_espnet("espnet2.asr.decoder.transducer_decoder").TransducerDecoder
+        JointNetwork = import_espnet("espnet2.asr_transducer.joint_network").JointNetwork
         self.upstream = upstream
         self.layer = config.layer
         self.dropout = nn.Dropout(config.dropout)
