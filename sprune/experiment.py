@@ -210,7 +210,10 @@ class Experiment:
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
-        doc = {"config": asdict(self.config), "upstream": self.upstream_spec,
+        # a local path is kept absolute: the run is evaluated later from anywhere
+        spec = self.upstream_spec
+        upstream = os.path.abspath(spec) if os.path.exists(spec) else spec
+        doc = {"config": asdict(self.config), "upstream": upstream,
                **self._task_document(folder), **self.metadata}
         atomic_write_text(folder / EXPERIMENT_FILE, json.dumps(doc, indent=1) + "\n")
 

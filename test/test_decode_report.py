@@ -19,7 +19,8 @@ def write_decode(run: Path, name: str, test_wer: float, dev_wer: float | None, w
         {"lm_weight": weight, "lodr_weight": 0.0, "wer": dev_wer}]
     (folder / "result.json").write_text(json.dumps({
         "decoder": "sprune", "beam": 4, "lm_weight": weight, "lodr_weight": 0.0,
-        "tuning": tuning, "test": {"test": {"wer": test_wer, "cer": test_wer / 3, "rtf": 0.01}}}))
+        "tuning": tuning, "test": {"test": {"wer": test_wer, "cer": test_wer / 3, "rtf": 0.01,
+                                            "utterances": 10, "ref_words": 400}}}))
 
 
 def hand_made(root: Path) -> tuple[Path, Path]:
@@ -53,6 +54,7 @@ def test_wer_table_and_answers(tmp_path, cli):
     assert done.returncode == 0, done.stderr
     text = (asr / "RESULTS.md").read_text()
     assert "without an LM: test WER **40.00 %**" in text
+    assert "10 utterances and 400 reference words: one word is 0.25 WER points" in text
     assert "test WER **28.00 %** at LM / LODR / bonus 0.3 / 0 / 0 (-12.00 points)" in text
     assert "| ut1 | unstructured | taylor | one-shot | 100k | 100,000 | 1.000 | 60.00 | " \
            "0.2 / 0 / 0 | 30.00 | **31.00** |" in text

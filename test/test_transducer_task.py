@@ -232,3 +232,18 @@ def test_decode_bad_input_is_one_line(decoded_run, cli, capsys, extra, message):
     assert code == 2, stderr
     assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert "Traceback" not in stderr
+
+
+def test_a_relative_upstream_is_saved_absolute(workspace, cli, monkeypatch):
+    """A run trained from a recipe folder with a relative upstream path is decoded later
+    from anywhere: experiment.json holds the absolute path."""
+    root = workspace
+    monkeypatch.chdir(root)
+    done = cli(*prune_args(root, "relative", "dense", "ft_lm_bpe.yaml", "--upstream", "upstream",
+                           "--set", "train.max_steps=1"))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((root / "exp" / "relative" / "experiment.json").read_text())
+    assert doc["upstream"] == str(root / "upstream")
+    monkeypatch.chdir(root / "exp")
+    done = cli("decode", root / "exp" / "relative", "--test", root / "test", "--beam", "1")
+    assert done.returncode == 0, done.stderr

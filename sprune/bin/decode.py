@@ -168,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
         # earlier one did
         return decoded, {**error_rates(decoded, experiment.vocab.tokenizer),
                          "rtf": (searching + encoded.seconds)
-                         / max(audio_seconds(encoded.dataset), 1e-9)}
+                         / max(audio_seconds(encoded.dataset), 1e-9),
+                         "utterances": len(decoded),
+                         "ref_words": sum(len(d.ref.split()) for d in decoded)}
 
     def encoded(data_dir: str) -> EncodedSet:
         return EncodedSet(model, experiment.dataset(data_dir), args.batch_size, device)

@@ -51,6 +51,7 @@ def read_decode_result(path: Path) -> dict[str, Any]:
             "lm_weight": doc.get("lm_weight"), "lodr_weight": doc.get("lodr_weight"),
             "length_bonus": doc.get("length_bonus"),
             "beam": doc.get("beam"), "decoder": doc.get("decoder"),
+            "utterances": test.get("utterances"), "ref_words": test.get("ref_words"),
             "rtf": float(test.get("rtf", 0.0))}
 
 
@@ -65,6 +66,16 @@ def attach_wer(runs: Sequence[LMRun], asr_run: Path, prefix: str) -> dict[str, d
             run.wer = {k: result[k] for k in ("dev", "test") if result[k] is not None}
             results[run.name] = result
     return results
+
+
+def noise_note(result: dict[str, Any]) -> str:
+    """How much one word moves the test WER, so that small differences are read as noise."""
+    words = result.get("ref_words")
+    if not words:
+        return ""
+    return (f" The test set has {result.get('utterances')} utterances and {words:,} reference "
+            f"words: one word is {100 / words:.2f} WER points, so differences of a few tenths "
+            "of a point are a handful of words (one seed, one test set: no spread measured).")
 
 
 def weights_text(result: dict[str, Any]) -> str:
@@ -131,7 +142,8 @@ def render(runs: Sequence[LMRun], results: dict[str, dict[str, Any]],
         "the lowest dev WER on its grid (LM weight, LODR weight and length bonus; dev WER "
         "at those values). "
         "params, MFLOPs/token and test ppl are the LM's, from its `sprune lm eval` (the LM "
-        "recipe's RESULTS.md explains them). Bold: the lowest test WER of each target size.\n")
+        "recipe's RESULTS.md explains them). Bold: the lowest test WER of each target size."
+        + noise_note(any_result) + "\n")
     lines = []
     if baseline is not None:
         lines.append(f"- without an LM: test WER **{baseline['test']:.2f} %**")
