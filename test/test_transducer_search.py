@@ -228,3 +228,17 @@ def test_search_refuses_an_lm_of_another_vocabulary():
     decoder, joint = transducer(10)
     with pytest.raises(ValueError, match="LM has 12 tokens, the transducer 10"):
         TransducerSearch(decoder, joint, lm=lm(12), weights=FusionWeights(lm_weight=0.3))
+
+
+def test_integer_weights_are_taken_as_numbers():
+    """FusionWeights(length_bonus=2) (an int, as a Python caller may write it) scores as 2.0."""
+    vocab = 8
+    decoder, joint = transducer(vocab, seed=19)
+    lm_model = lm(vocab, seed=20)
+    enc = encoder_output(1, 6, seed=21)
+    as_int = TransducerSearch(decoder, joint, beam=2, lm=lm_model,
+                              weights=FusionWeights(lm_weight=1, length_bonus=2))(enc, torch.tensor([6]))
+    as_float = TransducerSearch(decoder, joint, beam=2, lm=lm_model,
+                                weights=FusionWeights(lm_weight=1.0, length_bonus=2.0))(enc, torch.tensor([6]))
+    assert as_int[0].tokens == as_float[0].tokens
+    assert as_int[0].score == pytest.approx(as_float[0].score)

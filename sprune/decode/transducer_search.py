@@ -120,7 +120,7 @@ class TransducerSearch:
             if w.blank_penalty:
                 logits[:, 0] -= w.blank_penalty
             cand = score[:, None] + logits.log_softmax(dim=-1)   # [S, V]
-            token_bonus = torch.full((slots, vocab), w.length_bonus, device=device)
+            token_bonus = torch.full((slots, vocab), float(w.length_bonus), device=device)
             if tree is not None:
                 token_bonus += w.lm_weight * tree.log_probs[node]
             if self.lodr is not None:
