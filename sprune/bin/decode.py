@@ -1,10 +1,11 @@
 """Decode data dirs with a finished transducer run, with or without shallow fusion of an LM.
 
   sprune decode exp/asr/dense --test data/test --beam 4
-  sprune decode exp/asr/dense --dev data/dev --test data/test --lm exp/lm/dense \\
-      --lm-weight 0.1,0.2,0.3,0.4 --lodr data/lodr.2gram --lodr-weight 0,0.1,0.2 --name dense_lm
-  sprune decode exp/asr/dense --test data/test --decoder espnet --beam 4 --lm exp/lm/dense \\
-      --lm-weight 0.3      # ESPnet's BeamSearchTransducer, unchanged, as the reference
+  sprune decode exp/asr/dense --dev data/dev --test data/test --lm exp/lm/dense/final \\
+      --lm-weight 0.1,0.2,0.3 --length-bonus 0,1,2 --lodr data/lodr.2gram --lodr-weight 0,0.1 \\
+      --name lm_dense
+  sprune decode exp/asr/dense --test data/test --decoder espnet --beam 4 \\
+      --lm exp/lm/dense/final --lm-weight 0.3   # ESPnet's BeamSearchTransducer, as the reference
 
 With several values of --lm-weight / --lodr-weight / --length-bonus (comma-separated) every
 combination is decoded on --dev (the encoder runs once; its outputs are kept while they fit
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,8 @@ def weight_list(text: str) -> list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of numbers "
                                          "(e.g. 0.1,0.2,0.3)") from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one number (e.g. 0.3)")
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"'{text}': give finite numbers (e.g. 0.3)")
     return values
 
 
