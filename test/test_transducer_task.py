@@ -218,6 +218,7 @@ def test_decode_tunes_weights_on_dev_and_writes_results(decoded_run, cli):
     (["--lm", "{root}/upstream", "--lm-weight", "0.3"], "upstream"),
     (["--beam", "0"], "--beam must be at least 1"),
     (["--lm", "{root}/lm", "--lm-weight", "heavy"], "is not a comma-separated list of numbers"),
+    (["--lm", "{root}/lm", "--lm-weight", "0.2,nan"], "give finite numbers"),
     (["--lm-weight", "0.1,0.2", "--lm", "{root}/lm"], "no --dev"),
     (["--decoder", "espnet", "--lodr", "{root}/lodr.2gram", "--lodr-weight", "0.1"],
      "--decoder sprune only"),
