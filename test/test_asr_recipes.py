@@ -115,15 +115,23 @@ def write_chapter(tree: Path, speaker: int, chapter: int, words: list[str]) -> N
     (folder / f"{speaker}-{chapter}.trans.txt").write_text("".join(lines))
 
 
-def test_librispeech_recipe_10min(tmp_path, env, upstream):
-    base = tmp_path / "my corpora"   # a space: run.sh must quote the paths it hands asr.sh
-    texts = ["HE HOPED", "THERE WOULD BE", "STEW FOR DINNER"]
-    for split, speaker in (("dev-other", 1), ("test-clean", 2)):
-        write_chapter(base / "LibriSpeech" / split, speaker, 10, texts)
+LIBRI_TEXTS = ["HE HOPED", "THERE WOULD BE", "STEW FOR DINNER"]
+
+
+def librispeech_fixture(base: Path, splits: tuple[str, str]) -> None:
+    """LibriSpeech <splits> (one chapter each) and Libri-light's 1h/ folds under `base`."""
+    for split, speaker in zip(splits, (1, 2)):
+        write_chapter(base / "LibriSpeech" / split, speaker, 10, LIBRI_TEXTS)
     for fold in range(6):
-        for kind, speaker, lines in (("clean", 100, texts[:2]), ("other", 200, texts[2:])):
+        for kind, speaker, lines in (("clean", 100, LIBRI_TEXTS[:2]),
+                                     ("other", 200, LIBRI_TEXTS[2:])):
             write_chapter(base / "librispeech_finetuning" / "1h" / str(fold) / kind,
                           speaker + fold, 20, lines)
+
+
+def test_librispeech_recipe_10min(tmp_path, env, upstream):
+    base = tmp_path / "my corpora"   # a space: run.sh must quote the paths it hands asr.sh
+    librispeech_fixture(base, ("dev-other", "test-clean"))
     recipe = recipe_copy(tmp_path, "librispeech")
     common = ["--split", "10min", "--librispeech-root", base, "--librilight-root", base,
               "--upstream", upstream, "--test-sets", "test-clean", "--prune-opts", SHORT]

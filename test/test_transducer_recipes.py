@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from test_asr_recipes import LIBRI_TEXTS, librispeech_fixture
 from test_asr_recipes import recipe_copy as asr_recipe_copy
-from test_asr_recipes import write_chapter
 from test_lm_recipes import env as lm_env  # noqa: F401  (the fixture: fake bible on PATH)
 from test_lm_recipes import recipe_copy as lm_recipe_copy
 from test_lm_recipes import tiny_options
@@ -104,13 +104,8 @@ def test_librispeech_transducer_on_a_fixture(tmp_path, lm_env, upstream):  # noq
     from sprune.cli import main
 
     base = tmp_path / "my corpora"
-    texts = ["HE HOPED", "THERE WOULD BE", "STEW FOR DINNER"]
-    for split, speaker in (("dev-other", 1), ("test-other", 2)):
-        write_chapter(base / "LibriSpeech" / split, speaker, 10, texts)
-    for fold in range(6):
-        for kind, speaker, lines in (("clean", 100, texts[:2]), ("other", 200, texts[2:])):
-            write_chapter(base / "librispeech_finetuning" / "1h" / str(fold) / kind,
-                          speaker + fold, 20, lines)
+    librispeech_fixture(base, ("dev-other", "test-other"))
+    texts = LIBRI_TEXTS
     lm_text = tmp_path / "lm_text"
     lm_text.mkdir()
     (lm_text / "train.txt").write_text("\n".join(texts * 20) + "\n")
