@@ -242,3 +242,24 @@ def test_integer_weights_are_taken_as_numbers():
                                 weights=FusionWeights(lm_weight=1.0, length_bonus=2.0))(enc, torch.tensor([6]))
     assert as_int[0].tokens == as_float[0].tokens
     assert as_int[0].score == pytest.approx(as_float[0].score)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reading_the_lm_only_when_needed_changes_nothing(seed):
+    """The LM reads a hypothesis' last token only when one of its extensions could enter the
+    beam (its bound beats the beam-th known candidate); the result equals reading every
+    emitted token at once."""
+    vocab = 12
+    decoder, joint = transducer(vocab, seed=30 + seed)
+    with torch.no_grad():
+        joint.lin_out.bias[0] += 2.0     # mostly blanks, as a trained transducer
+    lm_model, bigram = lm(vocab, seed=40 + seed), Bigram(vocab, seed=50 + seed)
+    enc = encoder_output(3, 30, seed=60 + seed)
+    lengths = torch.tensor([30, 22, 17])
+    weights = FusionWeights(lm_weight=0.6, lodr_weight=0.2, length_bonus=1.0)
+    lazy = TransducerSearch(decoder, joint, beam=4, lm=lm_model, lodr=bigram, weights=weights)
+    eager = TransducerSearch(decoder, joint, beam=4, lm=lm_model, lodr=bigram, weights=weights)
+    eager.lazy_lm = False
+    for a, b in zip(lazy(enc, lengths), eager(enc, lengths)):
+        assert a.tokens == b.tokens
+        assert a.score == pytest.approx(b.score, abs=1e-4)
