@@ -120,9 +120,10 @@ if run_stage 3; then
   fi
 fi
 
-# decode NAME ARGS...: sprune decode into $run/decode_NAME unless its result is newer than the
-# run and than the LM it names (stage 5 / 6 pass the LM folder as LM_DIR=...)
-fresh() {   # fresh NAME [LM_DIR]
+# fresh NAME [LM_DIR]: $run/decode_NAME/result.json is newer than the run and than the LM's
+# weights, so that decoding is skipped (delete the folder to decode again, e.g. with another
+# weight grid)
+fresh() {
   local result=$run/decode_$1/result.json
   [ -f "$result" ] && [ "$result" -nt "$run/outcome.json" ] \
     && { [ -z "${2:-}" ] || [ "$result" -nt "$2/model.safetensors" ]; }
