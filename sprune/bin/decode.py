@@ -28,6 +28,8 @@ from typing import Any
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
 
+HELP = "decode with a transducer run, fusing a (pruned) LM"
+
 
 def weight_list(text: str) -> list[float]:
     """'0.1,0.2' -> [0.1, 0.2]; anything that is not a list of numbers is an argparse error."""
