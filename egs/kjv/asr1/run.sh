@@ -7,7 +7,7 @@
 # method and schedule, and the three questions by WER.
 #
 #   (cd ../lm1 && ./run.sh)      # first: the LM pruning study (its BPE units are shared)
-#   ./run.sh                     # about 40 min on 2 cores (README)
+#   ./run.sh                     # 26 min on 2 cores (README, Results)
 #   ./run.sh --stage 5 --lodr-weights "0 0.1 0.2"    # re-decode with LODR
 #
 # Stages and options: ./run.sh --help (the stages live in transducer.sh; local/data.sh
