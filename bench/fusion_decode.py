@@ -82,33 +82,14 @@ def build_small(folder: Path) -> tuple[Path, Path, Path]:
     return folder / "run", folder / "lm", folder / "test"
 
 
-def encode_all(model, dataset, batch_size: int) -> tuple[list[tuple[Any, Any]], float, float]:
-    """Encoder outputs of the dataset in length-sorted batches: [(enc [B, T, D], frames [B])],
-    the encoder's seconds and the audio's seconds."""
-    from sprune.data.dataset import collate_audio
+def run_search(search, encoded, vocab) -> tuple[float, list[str], list[str]]:
+    """Seconds to search every batch of `encoded` (an `EncodedSet` whose outputs are kept),
+    references and hypotheses."""
+    from sprune.tasks.transducer import search_encoded
 
-    batches, seconds, audio = [], 0.0, 0.0
-    for indices in dataset.length_sorted_batches(batch_size):
-        batch = collate_audio([dataset[i] for i in indices])
-        start = time.perf_counter()
-        with torch.no_grad():
-            enc, frames = model.encode(batch["wavs"], batch["lengths"])
-        seconds += time.perf_counter() - start
-        audio += float(batch["lengths"].sum()) / 16000
-        batches.append((enc, frames, [dataset[i]["text"] for i in indices]))
-    return batches, seconds, audio
-
-
-def run_search(search, batches, vocab) -> tuple[float, list[str], list[str]]:
-    """Seconds to decode every batch, references and hypotheses."""
-    refs, hyps, seconds = [], [], 0.0
-    for enc, frames, texts in batches:
-        start = time.perf_counter()
-        results = search(enc, frames)
-        seconds += time.perf_counter() - start
-        refs += [vocab.normalize(t or "") for t in texts]
-        hyps += [vocab.decode(r.tokens) for r in results]
-    return seconds, refs, hyps
+    start = time.perf_counter()
+    decoded = search_encoded(encoded, vocab, search)
+    return time.perf_counter() - start, [d.ref for d in decoded], [d.hyp for d in decoded]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -139,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from sprune.experiment import load_experiment
     from sprune.lm.checkpoint import load_lm
     from sprune.prune.methods.base import load_model_state
+    from sprune.tasks.transducer import EncodedSet
 
     scratch = tempfile.TemporaryDirectory() if args.small else None
     if args.small:
@@ -154,7 +136,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = DataDir.load(args.data)
     keep = sorted(data.wav_scp)[:args.utts]
     dataset = AudioDataset(data.subset(keep), preload=True)
-    batches, encoder_seconds, audio = encode_all(model, dataset, args.batch_size)
+    encoded = EncodedSet(model, dataset, args.batch_size)
+    for _ in encoded:   # the encoder runs once, here; every search reads its kept outputs
+        pass
+    if encoded.cache is None:
+        parser.error(f"the encoder outputs of {len(dataset)} utterances do not fit in memory; "
+                     "lower --utts")
+    encoder_seconds, audio = encoded.seconds, encoded.audio_seconds
 
     rows: list[dict[str, Any]] = []
     for beam in args.beams:
@@ -166,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     lm_weight=weight, length_bonus=args.length_bonus if with_lm else 0.0)),
             }
             for name, search in searches.items():
-                seconds, refs, hyps = run_search(search, batches, experiment.vocab)
+                seconds, refs, hyps = run_search(search, encoded, experiment.vocab)
                 rows.append({"decoder": name, "beam": beam, "lm_weight": weight,
                              "seconds": seconds, "rtf": seconds / audio,
                              "wer": metrics.wer(refs, hyps)})

@@ -126,14 +126,6 @@ def load_fusion_models(run_dir: Path, experiment: Any, lm_dir: str | None, lodr:
     return lm, ngram
 
 
-def audio_seconds(dataset: Any) -> float:
-    """Seconds of audio in a dataset (from the headers when it is not preloaded)."""
-    from sprune.data.audio import audio_info
-
-    infos = [audio_info(dataset.data.wav_scp[utt]) for utt in dataset.utts]
-    return sum(info.frames / info.rate for info in infos)
-
-
 def run(args: argparse.Namespace) -> int:
     from sprune.decode.espnet_reference import EspnetTransducerSearch
     from sprune.decode.transducer_search import FusionWeights, TransducerSearch
@@ -171,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
         # the real-time factor of encoder + search, whether this pass ran the encoder or an
         # earlier one did
         return decoded, {**error_rates(decoded, experiment.vocab.tokenizer),
-                         "rtf": (searching + encoded.seconds)
-                         / max(audio_seconds(encoded.dataset), 1e-9),
+                         "rtf": (searching + encoded.seconds) / max(encoded.audio_seconds, 1e-9),
                          "utterances": len(decoded),
                          "ref_words": sum(len(d.ref.split()) for d in decoded)}
 

@@ -146,16 +146,15 @@ class TransducerModel(nn.Module):
         enc, frames = self.encode(batch["wavs"], batch["lengths"])
         targets, target_lengths = batch["targets"], batch["target_lengths"]
         logits = self.logits(enc, targets)
-        loss = rnnt_loss_sum(logits, targets, frames, target_lengths)
-        out = {"loss": loss / target_lengths.sum().clamp(min=1)}
-        if self.ctc_head is not None:
-            log_probs = self.ctc_head(enc).float().log_softmax(-1)
-            ctc = F.ctc_loss(log_probs.transpose(0, 1), targets, frames.long(), target_lengths,
-                             blank=0, reduction="sum", zero_infinity=True)
-            out["rnnt_loss"] = out["loss"].detach()
-            out["ctc_loss"] = (ctc / target_lengths.sum().clamp(min=1)).detach()
-            out["loss"] = out["loss"] + self.ctc_weight * ctc / target_lengths.sum().clamp(min=1)
-        return out
+        labels = target_lengths.sum().clamp(min=1)
+        rnnt = rnnt_loss_sum(logits, targets, frames, target_lengths) / labels
+        if self.ctc_head is None:
+            return {"loss": rnnt}
+        log_probs = self.ctc_head(enc).float().log_softmax(-1)
+        ctc = F.ctc_loss(log_probs.transpose(0, 1), targets, frames.long(), target_lengths,
+                         blank=0, reduction="sum", zero_infinity=True) / labels
+        return {"loss": rnnt + self.ctc_weight * ctc, "rnnt_loss": rnnt.detach(),
+                "ctc_loss": ctc.detach()}
 
 
 def rnnt_loss_sum(logits: Tensor, targets: Tensor, frames: Tensor, target_lengths: Tensor
@@ -199,7 +198,8 @@ class EncodedBatch:
 class EncodedSet:
     """A dataset's encoder outputs in length-sorted batches, computed once and kept while they
     fit in `budget_bytes` (a weight grid then searches them again without the encoder), else
-    computed afresh at every pass. `seconds`: the encoder's time in its latest pass."""
+    computed afresh at every pass. `seconds`: the encoder's time in its latest pass;
+    `audio_seconds`: the audio it encoded in that pass."""
 
     def __init__(self, model: TransducerModel, dataset, batch_size: int = 8,
                  device: torch.device | str | None = None, budget_bytes: int = 2 << 30) -> None:
@@ -210,7 +210,7 @@ class EncodedSet:
         self.device = device or next(model.parameters()).device
         self.budget = budget_bytes
         self.cache: list[EncodedBatch] | None = None
-        self.seconds = 0.0
+        self.seconds = self.audio_seconds = 0.0
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -219,6 +219,7 @@ class EncodedSet:
     def _encode(self) -> Iterator[EncodedBatch]:
         import time
 
+        from sprune.data.audio import SAMPLE_RATE
         from sprune.data.dataset import collate_audio
 
         was_training = self.model.training
@@ -230,6 +231,7 @@ class EncodedSet:
                 enc, frames = self.model.encode(batch["wavs"].to(self.device),
                                                 batch["lengths"].to(self.device))
                 self.seconds += time.perf_counter() - start
+                self.audio_seconds += float(batch["lengths"].sum()) / SAMPLE_RATE
                 yield EncodedBatch(indices, enc, frames, batch["utt"],
                                    batch.get("lang") or [None] * len(indices), batch["text"])
         finally:
@@ -241,7 +243,7 @@ class EncodedSet:
             return
         kept: list[EncodedBatch] | None = []
         size = 0
-        self.seconds = 0.0
+        self.seconds = self.audio_seconds = 0.0
         for item in self._encode():
             size += item.enc.numel() * item.enc.element_size()
             if kept is not None and size <= self.budget:
