@@ -499,16 +499,13 @@ class TransducerExperiment(Experiment):
         return TransducerModel(copy.deepcopy(self._upstream), self.upstream_config.embed_dim,
                                self.vocab.vocab_size, self.config.transducer)
 
-    def search(self, model: TransducerModel, beam: int | None = None, **kwargs):
-        """sprune's batched search over `model` (`sprune.decode.transducer_search`)."""
+    def evaluate(self, model: nn.Module, dataset: AudioDataset | None = None) -> dict[str, float]:
+        """sprune's search at `transducer.beam`, no LM (`sprune decode` fuses LMs)."""
         from sprune.decode.transducer_search import TransducerSearch
 
-        return TransducerSearch(model.decoder, model.joint, beam or self.config.transducer.beam,
-                                **kwargs)
-
-    def evaluate(self, model: nn.Module, dataset: AudioDataset | None = None) -> dict[str, float]:
-        decoded = decode_transducer(model, dataset or self.dev_set, self.vocab,
-                                    self.search(model), self.config.eval_batch_size)
+        search = TransducerSearch(model.decoder, model.joint, self.config.transducer.beam)
+        decoded = decode_transducer(model, dataset or self.dev_set, self.vocab, search,
+                                    self.config.eval_batch_size)
         return error_rates(decoded, self.vocab.tokenizer)
 
 

@@ -110,7 +110,8 @@ class CTCCollate:
         for item in items:
             where = self._where(item.get("utt", "?"))
             if item.get("text") is None:
-                raise UserError(f"{where} has no transcript; speech recognition needs a `text` file in the data dir")
+                raise UserError(f"{where} has no transcript; speech recognition needs a "
+                                "`text` file in the data dir")
             ids = self.tokenizer.encode(item["text"], where=where)
             if not ids:
                 raise UserError(f"{where}: the transcript is empty after normalisation; CTC "
