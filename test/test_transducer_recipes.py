@@ -11,37 +11,22 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from test_asr_recipes import LIBRI_TEXTS, librispeech_fixture
 from test_asr_recipes import recipe_copy as asr_recipe_copy
+from test_asr_recipes import run
+from test_asr_recipes import upstream  # noqa: F401  (the fixture: a tiny random upstream)
 from test_lm_recipes import env as lm_env  # noqa: F401  (the fixture: fake bible on PATH)
 from test_lm_recipes import recipe_copy as lm_recipe_copy
 from test_lm_recipes import tiny_options
-
-from sprune.upstream import UpstreamModel, save_upstream, tiny_config
 
 TINY_TRAIN = ("--set train.max_steps=3 --set train.batch_size=2 --set train.save_every=3 "
               "--set train.eval_every=3 --set eval_batch_size=4 --set train.device=cpu "
               "--set transducer.decoder_dim=16 --set transducer.joint_dim=16")
 TINY_DATA = "--train-lines 6 --dev-lines 3 --test-lines 3 --max-words 6 --jobs 1"
-
-
-@pytest.fixture(scope="module")
-def upstream(tmp_path_factory):
-    path = tmp_path_factory.mktemp("up") / "tiny"
-    torch.manual_seed(0)
-    save_upstream(UpstreamModel(tiny_config("wav2vec2")), path)
-    return path
-
-
-def run(recipe: Path, env: dict, *args, script: str = "./run.sh"):
-    return subprocess.run([script, *map(str, args)], cwd=recipe, env=env, capture_output=True,
-                          text=True, timeout=900)
 
 
 def test_kjv_asr_after_the_lm_study_then_skips(tmp_path, lm_env, upstream):  # noqa: F811

@@ -45,11 +45,8 @@ help_message="Usage: $0 --upstream SPEC (--librispeech-root DIR --librilight-roo
 [ -f "conf/finetune_$split.yaml" ] || { echo "$0: unknown --split '$split' (conf/finetune_$split.yaml missing; use 10min, 1h or 10h)" >&2; exit 2; }
 [ -n "$upstream" ] || { echo "$0: pass --upstream (a local pretrained wav2vec 2.0); see --help" >&2; exit 2; }
 
-# asr.sh evals --local-data-opts: every value is quoted with printf %q (paths with spaces)
-data_opts=$(printf -- '--train-sets %q --test-sets %q --download %q' \
-  "$split" "$dev_set $test_sets" "$download")
-[ -z "$librispeech_root" ] || data_opts+=$(printf -- ' --librispeech-root %q' "$librispeech_root")
-[ -z "$librilight_root" ] || data_opts+=$(printf -- ' --librilight-root %q' "$librilight_root")
+. local/data_opts.sh
+data_opts=$(data_opts "$split" "$dev_set $test_sets")
 tests=()
 for t in $test_sets; do tests+=("data/${t//-/_}"); done
 
