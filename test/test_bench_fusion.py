@@ -21,7 +21,8 @@ def test_small_run_prints_one_table_with_consistent_ratios(tmp_path):
                           env=checkout_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| decoder | beam | LM weight | search s | RTF | WER %")
+    assert table[0].startswith("| decoder | beam | LM weight | search s | search RTF | "
+                               "decode RTF | WER %")
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]
     assert [(r[0], r[2]) for r in rows] == [("espnet", "0"), ("sprune", "0"),
                                             ("espnet", "0.3"), ("sprune", "0.3")]
@@ -35,4 +36,9 @@ def test_small_run_prints_one_table_with_consistent_ratios(tmp_path):
     fused = next(s for s in saved if s["decoder"] == "sprune" and s["lm_weight"])
     plain = next(s for s in saved if s["decoder"] == "sprune" and not s["lm_weight"])
     assert fused["fusion_overhead"] == pytest.approx(fused["seconds"] / plain["seconds"] - 1)
+    assert fused["decode_fusion_overhead"] == pytest.approx(
+        fused["decode_rtf"] / plain["decode_rtf"] - 1)
+    encoder = json.loads(out.read_text())["encoder_seconds"]
+    audio = json.loads(out.read_text())["audio_seconds"]
+    assert plain["decode_rtf"] == pytest.approx((plain["seconds"] + encoder) / audio)
     assert seconds[("sprune", "0")] == pytest.approx(plain["seconds"], abs=0.006)

@@ -248,3 +248,80 @@ def test_a_relative_upstream_is_saved_absolute(workspace, cli, monkeypatch):
     monkeypatch.chdir(root / "exp")
     done = cli("decode", root / "exp" / "relative", "--test", root / "test", "--beam", "1")
     assert done.returncode == 0, done.stderr
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(workspace, cli, monkeypatch):
+    """A PARP transducer run killed after update 3 (checkpoint at 2) resumes to the same mask
+    and weights as a run that was never stopped."""
+    from safetensors.torch import load_file
+
+    from sprune.prune.methods.callbacks import RepruneCallback
+    from sprune.prune.mask import Mask
+
+    root = workspace
+    extra = ("--sparsity", "0.5", "--set", "train.save_every=2")
+    assert cli(*prune_args(root, "parp_full", "parp", "ft_lm_bpe.yaml", *extra)).returncode == 0
+    original = RepruneCallback.on_step_end
+
+    def killed_at_3(self, trainer):
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+        original(self, trainer)
+
+    monkeypatch.setattr(RepruneCallback, "on_step_end", killed_at_3)
+    killed = cli(*prune_args(root, "parp_killed", "parp", "ft_lm_bpe.yaml", *extra))
+    assert killed.returncode == 130 and not (root / "exp" / "parp_killed" / "final").exists()
+    monkeypatch.undo()
+    resumed = cli(*prune_args(root, "parp_killed", "parp", "ft_lm_bpe.yaml", *extra))
+    assert resumed.returncode == 0, resumed.stderr
+    full, again = root / "exp" / "parp_full", root / "exp" / "parp_killed"
+    records = [json.loads(line) for line in (again / "finetune" / "log.jsonl").open()]
+    assert any(r["event"] == "resume" and r["step"] == 2 for r in records)
+    assert Mask.load(full / "mask") == Mask.load(again / "mask")
+    a = load_file(str(full / "final" / "tensors.safetensors"))
+    b = load_file(str(again / "final" / "tensors.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_shrunk_upstream_is_the_encoder(workspace, cli, tmp_path):
+    """The physically smaller upstream of structured pruning (paper 004) trains and decodes
+    as a transducer encoder."""
+    from sprune.structured.masked import MaskedUpstream
+    from sprune.structured.shrink_from_masks import shrink_masked
+    from sprune.structured.structures import Structures
+    from sprune.upstream import load_upstream
+
+    root = workspace
+    masked = MaskedUpstream(load_upstream(str(root / "upstream"))[0], Structures()).eval()
+    with torch.no_grad():   # half of layer 0's FFN units and one of layer 1's vo dims off
+        masked.gates.gate("layers.0.ffn_units").log_alpha[:32] = -10.0
+        masked.gates.gate("layers.1.vo").log_alpha[2] = -10.0
+    save_upstream(shrink_masked(masked), tmp_path / "shrunk")
+    run = root / "exp" / "dense_on_shrunk"
+    done = cli(*prune_args(root, "dense_on_shrunk", "dense", "ft_lm_bpe.yaml", "--upstream",
+                           tmp_path / "shrunk"))
+    assert done.returncode == 0, done.stderr
+    sizes = [sum(p.numel() for p in load_upstream(str(path))[0].parameters())
+             for path in (tmp_path / "shrunk", root / "upstream")]
+    assert sizes[0] < sizes[1]
+    done = cli("decode", run, "--test", root / "test", "--beam", "2")
+    assert done.returncode == 0, done.stderr
+
+
+def test_regroup_joins_length_sorted_batches_with_zero_padding():
+    from sprune.tasks.transducer import EncodedBatch, regroup
+
+    def batch(indices, frames):
+        enc = torch.randn(len(indices), max(frames), 3)
+        return EncodedBatch(indices, enc, torch.tensor(frames), [f"u{i}" for i in indices],
+                            [None] * len(indices), ["x"] * len(indices))
+
+    items = [batch([4, 0], [2, 3]), batch([1, 3], [4, 5]), batch([2], [6])]
+    groups = list(regroup(items, 3))
+    assert [g.indices for g in groups] == [[4, 0], [1, 3, 2]]
+    joined = groups[1]
+    assert joined.enc.shape == (3, 6, 3) and joined.frames.tolist() == [4, 5, 6]
+    assert torch.equal(joined.enc[:2, :5], items[1].enc) and not joined.enc[:2, 5].any()
+    assert joined.utts == ["u1", "u3", "u2"]
+    assert [g.indices for g in regroup(items, 0)] == [i.indices for i in items]
+    assert [g.indices for g in regroup(items, 1)] == [i.indices for i in items]

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sprune.decode import SEARCH_BATCH
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
 
@@ -70,7 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "log-probs otherwise favour deletions)")
     parser.add_argument("--name", help="result folder decode_<name> (default: from the options)")
     parser.add_argument("--batch-size", type=int, default=8,
-                        help="utterances decoded together (default 8)")
+                        help="utterances encoded together (default 8)")
+    parser.add_argument("--search-batch", type=int, default=SEARCH_BATCH,
+                        help="utterances the sprune search decodes together (default "
+                             f"{SEARCH_BATCH}; larger is faster per utterance)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
 
 
@@ -79,6 +83,8 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.search_batch < 1:
+        raise UserError(f"--search-batch must be at least 1, got {args.search_batch}")
     if args.lm is None and any(w != 0 for w in args.lm_weight):
         raise UserError("--lm-weight is set but no --lm is given; add --lm LM_DIR")
     if args.lodr is None and any(w != 0 for w in args.lodr_weight):
@@ -158,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             search = TransducerSearch(model.decoder, model.joint, args.beam, lm, ngram, weights)
         cached = encoded.cache is not None
         start = time.perf_counter()
-        decoded = search_encoded(encoded, experiment.vocab, search)
+        decoded = search_encoded(encoded, experiment.vocab, search, args.search_batch)
         searching = time.perf_counter() - start - (0.0 if cached else encoded.seconds)
         # the real-time factor of encoder + search, whether this pass ran the encoder or an
         # earlier one did

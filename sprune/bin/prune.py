@@ -11,7 +11,7 @@ Examples (from a recipe folder):
       --mask-from exp/asr_fr/omp_s0.5 ... --out exp/transfer/omp_s0.5_fr2nl   # mask transfer
   sprune prune ... --out exp/asr/rp_s0.5 --test data/test   # + eval_test.json at the end
 
-The task config's `task:` (intent | ctc) picks the experiment (see sprune.experiment).
+The task config's `task:` (intent | ctc | transducer) picks the experiment (see sprune.experiment).
 `--mask-from` (or `mask_from:` in the pruning YAML) takes the mask of another run (its folder,
 its mask/ folder or a mask file) instead of computing one: rp/mpi/omp fine-tune that
 subnetwork, parp/parp-p start from it; experiment.json records where it came from.

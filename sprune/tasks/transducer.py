@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sprune.decode import SEARCH_BATCH
 from sprune.errors import UserError
 from sprune.train import param_groups
 
@@ -254,19 +255,48 @@ class EncodedSet:
         self.cache = kept
 
 
-def search_encoded(encoded: EncodedSet, vocab, search) -> list:
+def search_encoded(encoded: EncodedSet, vocab, search, search_batch: int = SEARCH_BATCH) -> list:
     """Run `search` over every batch of `encoded` -> `sprune.tasks.ctc.Decoded` items in
-    dataset order; `vocab` (`LMVocab`) turns ids into text."""
+    dataset order; `vocab` (`LMVocab`) turns ids into text. `search_batch` > 0 searches
+    consecutive encoder batches together, up to that many utterances (the batches are length
+    sorted, so little padding is added): a batched search costs per frame of its longest
+    utterance, nearly whatever the number of utterances, so fewer, larger searches are
+    faster (on the KJV transducer at beam 4, 50 test utterances: 64 at once search in about
+    half the time of batches of 8); 0 searches each encoder batch as it is."""
     from sprune.tasks.ctc import Decoded
 
     out: list = [None] * len(encoded)
     with torch.no_grad():
-        for item in encoded:
+        for item in regroup(encoded, search_batch):
             results = search(item.enc, item.frames)
             for i, utt, lang, text, result in zip(item.indices, item.utts, item.langs,
                                                   item.texts, results):
                 out[i] = Decoded(utt, lang, vocab.normalize(text), vocab.decode(result.tokens))
     return out
+
+
+def regroup(batches: Iterable[EncodedBatch], size: int) -> Iterator[EncodedBatch]:
+    """Consecutive `batches` joined into batches of at most `size` utterances (a batch larger
+    than `size` stays whole; `size` 0: unchanged). enc is zero-padded to the longest."""
+    group: list[EncodedBatch] = []
+    for item in batches:
+        if group and (size <= 0 or sum(len(g.indices) for g in group) + len(item.indices) > size):
+            yield _joined(group)
+            group = []
+        group.append(item)
+    if group:
+        yield _joined(group)
+
+
+def _joined(group: list[EncodedBatch]) -> EncodedBatch:
+    if len(group) == 1:
+        return group[0]
+    frames = max(g.enc.shape[1] for g in group)
+    enc = torch.cat([F.pad(g.enc, (0, 0, 0, frames - g.enc.shape[1])) for g in group])
+    return EncodedBatch([i for g in group for i in g.indices], enc,
+                        torch.cat([g.frames for g in group]),
+                        [u for g in group for u in g.utts], [x for g in group for x in g.langs],
+                        [t for g in group for t in g.texts])
 
 
 def decode_transducer(model: TransducerModel, dataset, vocab, search,
