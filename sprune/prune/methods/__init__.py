@@ -15,6 +15,7 @@ from sprune.errors import UserError
 from sprune.prune.mask import MASK_FILE
 from sprune.prune.criteria import CRITERIA
 from sprune.prune.select import Granularity
+from sprune.prune.methods.adaptive import AdaptivePruning
 from sprune.prune.methods.base import (Method, MethodOutcome, PruneConfig, PruneContext,
                                        build_criterion)
 from sprune.prune.methods.dense import Dense
@@ -27,7 +28,7 @@ from sprune.prune.methods.rp import RandomPruning
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     Dense, RandomPruning, MagnitudePruningAtInit, OneShotMagnitudePruning,
-    IterativeMagnitudePruning, PARP, PARPProgressive)}
+    IterativeMagnitudePruning, PARP, PARPProgressive, AdaptivePruning)}
 
 
 def make_method(config: PruneConfig) -> Method:

@@ -36,7 +36,7 @@ from sprune.train import Callback, TrainConfig, Trainer, resolve_device
 class PruneConfig:
     """A `conf/prune_<method>.yaml` file. Keys a method does not use are ignored by it."""
 
-    method: str = "parp"             # dense | rp | mpi | omp | imp | parp | parp-p
+    method: str = "parp"             # dense | rp | mpi | omp | imp | parp | parp-p | adaptive
     sparsity: float = 0.5            # target fraction of pruned weights in the scope
     criterion: str = "magnitude"     # magnitude | random | taylor | wanda (how weights are scored)
     # taylor (|w * dL/dw|) and wanda (|w| * input norm) score on this many training batches,
@@ -59,6 +59,15 @@ class PruneConfig:
     imp_level_epochs: float = 5.0    # n: epochs trained per level after the rewind point
     imp_retrain: bool = True         # retrain the winning ticket (full schedule) at the end
     imp_ticket: Literal["best", "target"] = "best"  # best dev level, or the level at the target
+    # Adaptive masks (paper 003; `sprune.prune.methods.adaptive`): rounds of `round_steps`
+    # updates T; at update `adapt_at` n of a round the mask is chosen again from all weights
+    # at the round's sparsity, and at the end of a round the sparsity rises to the next
+    # entry of `sparsity_schedule` (default: `rounds` equal steps from `initial_sparsity`,
+    # or target - 0.2, up to `sparsity`)
+    round_steps: int = 100
+    adapt_at: int = 50
+    rounds: int = 3
+    sparsity_schedule: list[float] = field(default_factory=list)
     # Take the mask from another run instead of computing it (cross-lingual mask transfer,
     # paper 001 Sec. 4.3): a mask dir or .safetensors file. rp / mpi / omp fine-tune that
     # subnetwork with a hard mask (no dense run needed); parp / parp-p start from it.
