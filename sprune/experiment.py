@@ -174,19 +174,24 @@ class Experiment:
         return Trainer(model, self.train_set, self.collate(), config, out_dir,
                        evaluate=self.evaluate, callbacks=callbacks)
 
-    def scoring_batches(self, n: int) -> Iterator[Any]:
+    def scoring_batches(self, n: int, language: str | None = None) -> Iterator[Any]:
         """`n` collated training batches on the training device, for the data-driven pruning
         criteria: always the same ones, in the same order (an `EpochBatchSampler` of its own
         with `train.seed`, epochs 0, 1, ... as needed), length-bucketed like training. The
         trainer's sampler, position and RNG are not touched (nothing here draws from the
-        global generators), so a resumed run scores on the same batches."""
+        global generators), so a resumed run scores on the same batches. `language`: from
+        the training utterances of that language (utt2lang) only."""
         if self.train_set is None:
             raise RuntimeError("this experiment was loaded for evaluation only")
-        if len(self.train_set) == 0:
+        dataset = self.train_set
+        if language is not None:
+            tags = dataset.languages() or []
+            dataset = dataset.subset([u for u, t in zip(dataset.utts, tags) if t == language])
+        if len(dataset) == 0:
             return
         train = self.config.train
-        lengths = self.train_set.lengths() if train.bucket_by_length else None
-        sampler = EpochBatchSampler(len(self.train_set), train.batch_size, train.seed,
+        lengths = dataset.lengths() if train.bucket_by_length else None
+        sampler = EpochBatchSampler(len(dataset), train.batch_size, train.seed,
                                     lengths=lengths)
         device = resolve_device(train.device)
         collate = self.collate()
@@ -196,7 +201,7 @@ class Experiment:
             for indices in sampler:
                 if given == n:
                     return
-                yield move_to_device(collate([self.train_set[i] for i in indices]), device)
+                yield move_to_device(collate([dataset[i] for i in indices]), device)
                 given += 1
             epoch += 1
 
@@ -206,7 +211,26 @@ class Experiment:
                             evaluate=self.evaluate, dense_dir=dense_dir, resume=resume,
                             log=lambda msg: print(msg, flush=True),
                             train_batches=(self.scoring_batches
-                                           if self.train_set is not None else None))
+                                           if self.train_set is not None else None),
+                            language_batches=(
+                                (lambda language, n: self.scoring_batches(n, language))
+                                if self.train_set is not None else None),
+                            languages=self.metadata.get("data", {}).get("train_langs", []),
+                            evaluate_language=(self.evaluate_language
+                                               if self.dev_set is not None else None))
+
+    def evaluate_language(self, model: nn.Module, language: str) -> dict[str, float]:
+        """Metrics on the dev utterances tagged `language` (utt2lang) only."""
+        subsets = self.__dict__.setdefault("_dev_by_language", {})
+        if language not in subsets:
+            tags = self.dev_set.languages() or []
+            utts = [u for u, tag in zip(self.dev_set.utts, tags) if tag == language]
+            if not utts:
+                raise UserError(f"{self.dev_set.data.path}: no dev utterance of language "
+                                f"'{language}' (utt2lang); every trained language needs dev "
+                                "data")
+            subsets[language] = self.dev_set.subset(utts)
+        return self.evaluate(model, subsets[language])
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)

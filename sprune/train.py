@@ -61,6 +61,8 @@ class TrainConfig:
     metric: str = "accuracy"        # evaluation metric that picks the best checkpoint
     metric_mode: Literal["max", "min"] = "max"
     bucket_by_length: bool = True   # batches of similar-length utterances (less padding)
+    # every batch from one language (the training set's utt2lang); pathways sets it
+    monolingual_batches: bool = False
     # fp32, or bf16: each update's forward and loss under torch.autocast(bfloat16) (matrix
     # products and convolutions in bfloat16; weights, gradients and optimizer state stay
     # float32; bfloat16 needs no loss scaling). Evaluation always runs in float32. Measured
@@ -116,23 +118,31 @@ class EpochBatchSampler(Sampler[list[int]]):
     example), each run of `bucket_batches` consecutive batches of the permutation is sorted
     by length before it is cut into batches, and the batches are then shuffled: batches
     hold utterances of similar length (less padding, the usual bucketing of speech
-    toolkits) while their order and make-up still change every epoch.
+    toolkits) while their order and make-up still change every epoch. With `groups` (a
+    label per example, e.g. its language) every batch holds one group's examples only
+    (monolingual batches), the groups' batches shuffled together.
     """
 
     def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True,
                  rank: int = 0, world_size: int = 1, lengths: Sequence[int] | None = None,
-                 bucket_batches: int = 16) -> None:
+                 bucket_batches: int = 16, groups: Sequence[str] | None = None) -> None:
         if lengths is not None and len(lengths) != n:
             raise ValueError(f"{len(lengths)} lengths for {n} examples")
+        if groups is not None and (len(groups) != n or world_size != 1):
+            raise ValueError(f"{len(groups)} group labels for {n} examples, or sharded groups")
         self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.lengths, self.bucket_batches = lengths, bucket_batches
+        self.groups = list(groups) if groups is not None else None
         self.epoch, self.start_batch = 0, 0
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
     def batches_per_epoch(self) -> int:
+        if self.groups is not None:
+            return sum(math.ceil(self.groups.count(g) / self.batch_size)
+                       for g in set(self.groups))
         return math.ceil(math.ceil(self.n / self.world_size) / self.batch_size)
 
     def __len__(self) -> int:
@@ -143,16 +153,28 @@ class EpochBatchSampler(Sampler[list[int]]):
         gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         order = torch.randperm(self.n, generator=gen).tolist() if self.shuffle else list(range(self.n))
         order = order[self.rank::self.world_size]
+        if self.groups is None and self.lengths is None:
+            size = self.batch_size
+            return [order[b * size:(b + 1) * size] for b in range(self.batches_per_epoch())]
+        if self.groups is None:
+            batches = self._cut(order)
+        else:
+            batches = [batch for g in sorted(set(self.groups))
+                       for batch in self._cut([i for i in order if self.groups[i] == g])]
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+        return batches
+
+    def _cut(self, order: list[int]) -> list[list[int]]:
+        """`order` cut into batches (length-bucketed when lengths are known)."""
         size = self.batch_size
         if self.lengths is None:
-            return [order[b * size:(b + 1) * size] for b in range(self.batches_per_epoch())]
+            return [order[b:b + size] for b in range(0, len(order), size)]
         chunk = size * self.bucket_batches
         batches = []
         for start in range(0, len(order), chunk):
             bucket = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
             batches += [bucket[b:b + size] for b in range(0, len(bucket), size)]
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -260,7 +282,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         lengths = getattr(train_set, "lengths", None) if config.bucket_by_length else None
         self.sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed,
-                                         lengths=lengths() if callable(lengths) else None)
+                                         lengths=lengths() if callable(lengths) else None,
+                                         groups=self._languages(train_set, config))
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         self.max_steps = planned_steps(config, len(train_set))
         self.warmup_steps = int(config.warmup_ratio * self.max_steps)
@@ -277,9 +300,21 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self.should_stop = False
         self.loss: torch.Tensor | None = None
+        self.batch: Any = None     # the batch of the current update (callbacks read it)
         self._loader_iter: Iterator[Any] | None = None
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
         self._tb = None
+
+    @staticmethod
+    def _languages(train_set: Dataset, config: TrainConfig) -> list[str] | None:
+        if not config.monolingual_batches:
+            return None
+        languages = getattr(train_set, "languages", None)
+        found = languages() if callable(languages) else None
+        if found is None or any(lang is None for lang in found):
+            raise UserError("monolingual batches need the language of every training "
+                            "utterance; add utt2lang to the training data dir")
+        return found
 
     # ---- schedule -------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -425,7 +460,7 @@ class Trainer:
                    desc=self.out_dir.name, dynamic_ncols=True, leave=False)
         self._loader_iter = None
         while self.step < self.max_steps and not self.should_stop:
-            batch = self._next_batch()
+            batch = self.batch = self._next_batch()
             for cb in self.callbacks:
                 cb.on_step_start(self)
             lr = self.lr_at(self.step)

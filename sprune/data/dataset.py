@@ -57,6 +57,23 @@ class AudioDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utts)
 
+    def subset(self, utt_ids: Sequence[str]) -> "AudioDataset":
+        """The same dataset over `utt_ids` only (preloaded audio and intents kept)."""
+        keep = set(utt_ids)
+        part = object.__new__(AudioDataset)
+        part.__dict__.update(self.__dict__)
+        part.data = self.data.subset(keep)
+        part.utts = part.data.utt_ids
+        if self._cache is not None:
+            index = {u: i for i, u in enumerate(self.utts)}
+            part._cache = [self._cache[index[u]] for u in part.utts]
+        return part
+
+    def languages(self) -> list[str] | None:
+        """The language tag of each utterance (utt2lang), or None without one."""
+        tags = self.data.utt2lang
+        return None if tags is None else [tags.get(u) for u in self.utts]
+
     def lengths(self) -> list[int] | None:
         """Samples per utterance when the audio is preloaded (else None: unknown without
         reading every file). The Trainer buckets batches by these."""

@@ -24,11 +24,12 @@ from sprune.prune.methods.mpi import MagnitudePruningAtInit
 from sprune.prune.methods.omp import OneShotMagnitudePruning
 from sprune.prune.methods.parp import PARP
 from sprune.prune.methods.parp_p import PARPProgressive
+from sprune.prune.methods.pathways import Pathways
 from sprune.prune.methods.rp import RandomPruning
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (
     Dense, RandomPruning, MagnitudePruningAtInit, OneShotMagnitudePruning,
-    IterativeMagnitudePruning, PARP, PARPProgressive, AdaptivePruning)}
+    IterativeMagnitudePruning, PARP, PARPProgressive, AdaptivePruning, Pathways)}
 
 
 def make_method(config: PruneConfig) -> Method:

@@ -36,7 +36,7 @@ from sprune.train import Callback, TrainConfig, Trainer, resolve_device
 class PruneConfig:
     """A `conf/prune_<method>.yaml` file. Keys a method does not use are ignored by it."""
 
-    method: str = "parp"             # dense | rp | mpi | omp | imp | parp | parp-p | adaptive
+    method: str = "parp"             # dense | rp | mpi | omp | imp | parp | parp-p | adaptive | pathways
     sparsity: float = 0.5            # target fraction of pruned weights in the scope
     criterion: str = "magnitude"     # magnitude | random | taylor | wanda (how weights are scored)
     # taylor (|w * dL/dw|) and wanda (|w| * input norm) score on this many training batches,
@@ -68,6 +68,12 @@ class PruneConfig:
     adapt_at: int = 50
     rounds: int = 3
     sparsity_schedule: list[float] = field(default_factory=list)
+    # Pathways (paper 003; `sprune.prune.methods.pathways`): one mask per language over
+    # shared weights. `pathway_masks`: language tag -> mask (language-specific start); else
+    # one language-agnostic mask (LAP: `mask_from`, or the criterion on the pretrained
+    # weights). `dynamic`: adapt and prune them in rounds (the adaptive keys above).
+    pathway_masks: dict[str, str] = field(default_factory=dict)
+    dynamic: bool = False
     # Take the mask from another run instead of computing it (cross-lingual mask transfer,
     # paper 001 Sec. 4.3): a mask dir or .safetensors file. rp / mpi / omp fine-tune that
     # subnetwork with a hard mask (no dense run needed); parp / parp-p start from it.
@@ -89,6 +95,11 @@ class PruneContext:
                   seeded order that leaves the trainer's RNG and data order alone (the
                   data-driven criteria taylor and wanda score on them); None: the task has
                   none to give, and those criteria are refused.
+    language_batches: (tag, n) -> like train_batches, from one language's training
+                  utterances (pathways score each language on its own data); None: none.
+    languages:    the training data's language tags (utt2lang), sorted; () without any.
+    evaluate_language: (model, tag) -> metrics on the dev utterances of one language
+                  (pathways evaluate each language with its own mask); None: not available.
     """
 
     build_model: Callable[[], nn.Module]
@@ -100,6 +111,9 @@ class PruneContext:
     resume: bool = True
     log: Callable[[str], None] = print
     train_batches: Callable[[int], Iterable[Any]] | None = None
+    language_batches: Callable[[str, int], Iterable[Any]] | None = None
+    languages: Sequence[str] = ()
+    evaluate_language: Callable[[nn.Module, str], dict[str, float]] | None = None
 
 
 @dataclass
@@ -154,8 +168,12 @@ class Method:
                              groups=ctx.groups)
 
     def make_mask(self, model: nn.Module, ctx: PruneContext, sparsity: float,
-                  criterion: str | None = None, previous: Mask | None = None) -> Mask:
-        """Score the scope of `model` with the criterion and select a mask at `sparsity`.
+                  criterion: str | None = None, previous: Mask | None = None,
+                  allowed: Mask | None = None, language: str | None = None) -> Mask:
+        """Score the scope of `model` with the criterion and select a mask at `sparsity`
+        (among the `allowed` weights when given: the others score below every real score,
+        which is >= 0 for every criterion, so they are pruned first; taylor / wanda score on
+        one `language`'s training batches when given).
 
         taylor and wanda score on `ctx.train_batches(criterion_batches)` with the model on
         the training device (moved there first) and in eval mode; `score_parameters`
@@ -171,8 +189,17 @@ class Method:
                 raise UserError(f"criterion '{name}' needs training batches, which this task "
                                 "does not provide; use magnitude or random")
             model.to(resolve_device(ctx.train_config.device))
-            batches = ctx.train_batches(c.criterion_batches)
+            if language is not None:
+                if ctx.language_batches is None:
+                    raise UserError(f"criterion '{name}' needs training batches of language "
+                                    f"'{language}', which this task does not provide; use "
+                                    "magnitude or random")
+                batches = ctx.language_batches(language, c.criterion_batches)
+            else:
+                batches = ctx.train_batches(c.criterion_batches)
         scores = score_parameters(crit, model, names, batches, task_loss)
+        if allowed is not None:
+            scores = {n: torch.where(allowed[n].to(s.device), s, -1.0) for n, s in scores.items()}
         return select_mask(scores, sparsity, distribution=c.distribution,
                            granularity=c.granularity, previous=previous)
 
