@@ -1,0 +1,84 @@
+"""Pathways through `sprune prune` on the CTC and transducer tasks (two languages, tiny
+upstream): Dynamic ASR Pathways from LAP and ASR Pathways from language-specific masks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sprune.prune.mask import Mask
+from sprune.upstream import UpstreamModel, save_upstream, tiny_config
+
+TASKS = {
+    "ctc": "task: ctc\nupstream: {upstream}\nctc: {{units: char}}\n",
+    "transducer": ("task: transducer\nupstream: {upstream}\ntransducer: {{bpe: {bpe}, "
+                   "decoder_dim: 16, joint_dim: 16}}\n"),
+}
+TRAIN = ("train: {max_steps: 6, batch_size: 4, lr: 1.0e-3, eval_every: 6, save_every: 3, "
+         "device: cpu}\neval_batch_size: 8\n")
+LANGS = ("en-US", "fr-FR")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from conftest import build_data_dir
+
+    from sprune.lm.vocab import LMVocab
+
+    root = tmp_path_factory.mktemp("pathways_tasks")
+    torch.manual_seed(0)
+    save_upstream(UpstreamModel(tiny_config("wav2vec2")), root / "upstream")
+    for name in ("train", "dev"):
+        build_data_dir(root, n_utts=8, langs=LANGS, name=name, seconds=(0.6, 0.7),
+                       with_intent=False)
+    lines = [line.split(maxsplit=1)[1] for line in (root / "train" / "text").read_text().splitlines()]
+    LMVocab.train(lines * 3, 40).save(root / "bpe.model")
+    for task, text in TASKS.items():
+        (root / f"{task}.yaml").write_text(
+            text.format(upstream=root / "upstream", bpe=root / "bpe.model") + TRAIN)
+    (root / "dynamic_lap.yaml").write_text(
+        "method: pathways\ndynamic: true\ncriterion: taylor\ncriterion_batches: 1\n"
+        "sparsity: 0.5\nsparsity_schedule: [0.4, 0.5]\nround_steps: 3\nadapt_at: 1\n")
+    return root
+
+
+def prune(cli, root, task, method, out, *extra):
+    done = cli("prune", "--config", root / f"{task}.yaml", "--method", method, "--train",
+               root / "train", "--dev", root / "dev", "--out", root / task / out, *extra)
+    assert done.returncode == 0, done.stderr
+    return root / task / out
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_dynamic_pathways_from_lap(workspace, cli, task):
+    run = prune(cli, workspace, task, workspace / "dynamic_lap.yaml", "dynamic_lap")
+    outcome = json.loads((run / "outcome.json").read_text())
+    assert outcome["extra"]["languages"] == list(LANGS)
+    assert [e["kind"] for e in outcome["extra"]["events"]] == ["adapt", "prune", "adapt"]
+    metric = "wer"
+    assert {f"{metric}/{lang}" for lang in LANGS} <= set(outcome["dev"])
+    masks = [Mask.load(run / "pathways" / lang) for lang in LANGS]
+    assert all(m.sparsity() == pytest.approx(0.5, abs=0.01) for m in masks)
+    assert Mask.load(run / "mask") == masks[0].union(masks[1])
+    assert outcome["achieved_sparsity"] == pytest.approx(Mask.load(run / "mask").sparsity(),
+                                                         abs=1e-3)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_asr_pathways_from_language_specific_masks(workspace, cli, task, tmp_path):
+    root = workspace
+    masks = {}
+    for lang, method in zip(LANGS, ("mpi", "rp")):
+        run = prune(cli, root, task, method, f"{method}_mask", "--sparsity", "0.5",
+                    "--no-retrain")
+        masks[lang] = run / "mask"
+    conf = tmp_path / "pathways.yaml"
+    conf.write_text("method: pathways\nsparsity: 0.5\npathway_masks:\n" + "".join(
+        f"  {lang}: {path}\n" for lang, path in masks.items()))
+    run = prune(cli, root, task, conf, "pathways")
+    for lang in LANGS:
+        assert Mask.load(run / "pathways" / lang) == Mask.load(masks[lang])
+    outcome = json.loads((run / "outcome.json").read_text())
+    assert outcome["extra"]["initialisation"] == "language-specific"
+    assert outcome["extra"]["events"] == []
