@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sprune.bin.evaluate", "evaluate a finished run folder on a data dir"),
     "results": ("sprune.bin.results", "collect runs into RESULTS.md, a CSV and a PNG plot"),
     "analyze": ("sprune.bin.analyze", "pruning curves, mask IOU and transfer grids of an exp"),
+    "pathways": ("sprune.bin.pathways", "export one language's pathway of a pathways run"),
     "pretrain": ("sprune.bin.pretrain", "HuBERT-style pretraining (MFCC k-means units)"),
     "probe": ("sprune.bin.probe", "linear probe of frozen upstreams on intents (vs random init)"),
     "shrink": ("sprune.bin.shrink", "shrink an upstream with trained structured masks"),

@@ -82,3 +82,47 @@ def test_asr_pathways_from_language_specific_masks(workspace, cli, task, tmp_pat
     outcome = json.loads((run / "outcome.json").read_text())
     assert outcome["extra"]["initialisation"] == "language-specific"
     assert outcome["extra"]["events"] == []
+
+
+def test_export_one_pathway_as_a_standalone_run(workspace, cli, tmp_path):
+    from sprune.upstream import load_upstream
+
+    root = workspace
+    run = root / "ctc" / "dynamic_lap"
+    if not (run / "outcome.json").is_file():
+        prune(cli, root, "ctc", root / "dynamic_lap.yaml", "dynamic_lap")
+    out = tmp_path / "pathway_fr"
+    done = cli("pathways", "export", run, "--lang", "fr-FR", "--out", out)
+    assert done.returncode == 0, done.stderr
+    mask = Mask.load(run / "pathways" / "fr-FR")
+    assert Mask.load(out / "mask") == mask
+    upstream, _ = load_upstream(str(out / "upstream"))
+    params = dict(upstream.named_parameters())
+    kept = 0
+    for name, keep in mask.items():   # task-model names: upstream.<name>
+        weight = params[name.removeprefix("upstream.")]
+        assert not weight[~keep].any()
+        kept += int(weight[keep].count_nonzero())
+    assert kept == mask.num_kept()
+    outcome = json.loads((out / "outcome.json").read_text())
+    source = json.loads((run / "outcome.json").read_text())
+    assert outcome["dev"]["wer"] == source["dev"]["wer/fr-FR"]
+    assert outcome["achieved_sparsity"] == pytest.approx(mask.sparsity())
+    done = cli("evaluate", out, "--data", root / "dev", "--name", "dev", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    evaluated = json.loads((out / "eval_dev.json").read_text())
+    assert evaluated["wer/fr-FR"] == pytest.approx(source["dev"]["wer/fr-FR"])
+
+
+def test_export_bad_input_is_one_line(workspace, cli, tmp_path):
+    root = workspace
+    run = root / "ctc" / "dynamic_lap"
+    if not (run / "outcome.json").is_file():
+        prune(cli, root, "ctc", root / "dynamic_lap.yaml", "dynamic_lap")
+    for args, message in (
+            ((run, "--lang", "it-IT"), "has no pathway for 'it-IT'; its languages: en-US, fr-FR"),
+            ((tmp_path, "--lang", "fr-FR"), "outcome.json is missing")):
+        done = cli("pathways", "export", *args, "--out", tmp_path / "x")
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
