@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("sprune.bin.data", "validate, subset, combine and filter Kaldi data dirs"),
     "synth": ("sprune.bin.synth", "speak the offline multilingual intent corpus with espeak-ng"),
     "speak": ("sprune.bin.speak", "speak a text file with espeak-ng into a Kaldi data dir"),
+    "mltext": ("sprune.bin.mltext", "sentences in en, fr, it, nl from Debian text packages"),
     "prep": ("sprune.bin.prep", "Kaldi data dirs from MINDS-14, LibriSpeech, Common Voice"),
     "config": ("sprune.bin.config", "print a task config as runs resolve it (or one --get key)"),
     "prune": ("sprune.bin.prune", "fine-tune a task model with a pruning method (or dense)"),

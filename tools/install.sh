@@ -76,3 +76,25 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 else
   echo "sprune: $kjv_needs"
 fi
+
+# The offline multilingual corpus (`sprune mltext`: en, fr, it, nl sentences for espeak-ng)
+# reads translated manual pages, manuals and fortunes from Debian packages. Best effort: a
+# failure only leaves that corpus out, with the command to run.
+ml_packages="manpages-fr manpages-fr-dev manpages-it manpages-it-dev manpages-nl manpages-nl-dev fortunes-it installation-guide-amd64 aptitude-doc-fr aptitude-doc-it aptitude-doc-nl debian-faq-fr debian-faq-it debian-faq-nl"
+ml_missing=""
+for p in $ml_packages; do
+  [ -f "/var/lib/dpkg/info/$p.list" ] || ml_missing="$ml_missing $p"
+done
+ml_needs="the offline multilingual corpus (sprune mltext) needs Debian's$ml_missing (apt-get install$ml_missing, as root)"
+if [ -z "$ml_missing" ]; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "sprune: installing$ml_missing (Debian packages)"
+  export DEBIAN_FRONTEND=noninteractive
+  # shellcheck disable=SC2086
+  apt-get install -y -q $ml_missing >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q $ml_missing >/dev/null; } \
+    || echo "sprune: could not install them; $ml_needs"
+else
+  echo "sprune: $ml_needs"
+fi
