@@ -131,6 +131,7 @@ class Experiment:
         self.train_set: AudioDataset | None = None
         self.dev_set: AudioDataset | None = None
         self.metadata: dict[str, Any] = {}    # "data", "mask_source" (see the module docstring)
+        self.init_from: Path | None = None    # a finished run whose final weights start training
 
     # -- task-specific (subclasses) ----------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -205,8 +206,19 @@ class Experiment:
                 given += 1
             epoch += 1
 
+    def initial_model(self) -> nn.Module:
+        """`build_model()`, with the final weights of `init_from` when set (`sprune prune
+        --init-from`: prune a fine-tuned model, e.g. a dense multilingual one; the methods
+        then rewind to these weights instead of the pretrained upstream's)."""
+        from sprune.prune.methods.base import load_model_state
+
+        model = self.build_model()
+        if self.init_from is not None:
+            load_model_state(model, self.init_from / "final")
+        return model
+
     def context(self, dense_dir: Path | None, resume: bool = True) -> PruneContext:
-        return PruneContext(build_model=self.build_model, groups=self.groups(),
+        return PruneContext(build_model=self.initial_model, groups=self.groups(),
                             train_config=self.config.train, make_trainer=self.make_trainer,
                             evaluate=self.evaluate, dense_dir=dense_dir, resume=resume,
                             log=lambda msg: print(msg, flush=True),
@@ -259,7 +271,7 @@ class Experiment:
             raise UserError(f"{path}: the run is a '{task}' experiment, not '{cls.task}'")
         config = from_dict(target.config_class, raw, str(path))
         experiment = target._from_document(config, doc, Path(folder))
-        experiment.metadata = {k: doc[k] for k in ("data", "mask_source") if k in doc}
+        experiment.metadata = {k: doc[k] for k in ("data", "mask_source", "init_from") if k in doc}
         return experiment
 
 

@@ -126,3 +126,29 @@ def test_export_bad_input_is_one_line(workspace, cli, tmp_path):
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_init_from_starts_from_a_finished_runs_weights(workspace, cli, tmp_path):
+    """--init-from: the method starts (and rewinds) from the run's final weights: with a zero
+    learning rate, MPI's final model is the dense run's weights times its mask."""
+    from safetensors.torch import load_file
+
+    root = workspace
+    dense = prune(cli, root, "ctc", "dense", "dense_for_init")
+    tokenizer = dense / "tokenizer.json"
+    run = prune(cli, root, "ctc", "mpi", "mpi_from_dense", "--sparsity", "0.5", "--init-from",
+                dense, "--set", "train.lr=0", "--set", f"ctc.tokenizer={tokenizer}")
+    start = load_file(str(dense / "final" / "tensors.safetensors"))
+    end = load_file(str(run / "final" / "tensors.safetensors"))
+    mask = Mask.load(run / "mask")
+    assert start.keys() == end.keys()
+    for key, weight in start.items():
+        name = key.split(".", 1)[1]   # the state's "model." prefix
+        expected = weight * mask[name] if name in mask else weight
+        assert torch.equal(end[key], expected), key
+    doc = json.loads((run / "experiment.json").read_text())
+    assert doc["init_from"] == str(dense.resolve())
+    done = cli("prune", "--config", root / "ctc.yaml", "--method", "mpi", "--train",
+               root / "train", "--dev", root / "dev", "--out", tmp_path / "x", "--init-from",
+               tmp_path)
+    assert done.returncode == 2 and "no final/ weights there" in done.stderr

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder to write")
     parser.add_argument("--upstream", help="upstream spec (overrides `upstream:` in --config)")
     parser.add_argument("--dense", help="finished dense run folder (OMP prunes its weights)")
+    parser.add_argument("--init-from", metavar="RUN",
+                        help="start from this finished run's final weights instead of the "
+                             "pretrained upstream and a fresh head (same task and units; the "
+                             "methods rewind to these weights), e.g. a dense multilingual model")
     parser.add_argument("--sparsity", type=float, help="target sparsity (overrides the YAML)")
     parser.add_argument("--mask-from", metavar="RUN_OR_MASK",
                         help="take the mask of another run (run folder, mask/ folder or mask "
@@ -126,7 +130,16 @@ def run(args: argparse.Namespace) -> int:
               + ("nothing to do" if not todo else f"evaluating it on {', '.join(todo)}"))
         evaluate_tests(out, todo)
         return 0
+    init_from = None
+    if args.init_from is not None:
+        init_from = Path(args.init_from)
+        if not (init_from / "final").is_dir():
+            raise UserError(f"--init-from {init_from}: no final/ weights there; give a "
+                            "finished run folder")
     experiment = experiment_for_training(config, upstream, args.train, args.dev)
+    if init_from is not None:
+        experiment.init_from = init_from
+        experiment.metadata["init_from"] = str(init_from.resolve())
     if mask_source is not None:
         experiment.metadata["mask_source"] = mask_source
     out.mkdir(parents=True, exist_ok=True)
