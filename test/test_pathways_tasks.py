@@ -112,6 +112,13 @@ def test_export_one_pathway_as_a_standalone_run(workspace, cli, tmp_path):
     assert done.returncode == 0, done.stderr
     evaluated = json.loads((out / "eval_dev.json").read_text())
     assert evaluated["wer/fr-FR"] == pytest.approx(source["dev"]["wer/fr-FR"])
+    # the pathways run itself decodes each language through its own pathway
+    done = cli("evaluate", run, "--data", root / "dev", "--name", "dev", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    both = json.loads((run / "eval_dev.json").read_text())
+    assert both["wer/fr-FR"] == pytest.approx(evaluated["wer/fr-FR"])
+    assert both["wer"] == pytest.approx((both["wer/fr-FR"] + both["wer/en-US"]) / 2)
+    assert both["wer/en-US"] == pytest.approx(source["dev"]["wer/en-US"])
 
 
 def test_export_bad_input_is_one_line(workspace, cli, tmp_path):
@@ -126,6 +133,13 @@ def test_export_bad_input_is_one_line(workspace, cli, tmp_path):
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+    from conftest import build_data_dir
+
+    italian = build_data_dir(tmp_path, n_utts=2, langs=("it-IT",), name="it", seconds=0.6,
+                             with_intent=False)
+    done = cli("evaluate", run, "--data", italian, "--device", "cpu")
+    assert done.returncode == 2 and "language 'it-IT' has no pathway" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_init_from_starts_from_a_finished_runs_weights(workspace, cli, tmp_path):

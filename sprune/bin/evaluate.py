@@ -6,7 +6,9 @@
 Writes <run>/eval_<name>.json with overall and per-language metrics: accuracy for intent
 runs; wer, cer (char / bpe units) or per (phone units) for CTC runs, as fractions, with the
 decoder of the run's config (`ctc.decoder`); wer and cer for transducer runs (sprune's search
-at `transducer.beam` or --beam, no LM: `sprune decode` fuses LMs).
+at `transducer.beam` or --beam, no LM: `sprune decode` fuses LMs). A `pathways` run decodes
+each language's utterances through that language's pathway (`<metric>/<lang>`; `<metric>` is
+their mean over languages).
 """
 from __future__ import annotations
 
@@ -51,11 +53,41 @@ def evaluate_run(run_dir: Path, data: str, name: str | None = None, experiment: 
     model.to(resolve_device(device))
     model.eval()
     with torch.no_grad():
-        metrics = experiment.evaluate(model, dataset)
+        if is_pathways_run(run_dir):
+            metrics = evaluate_each_pathway(run_dir, experiment, model, dataset, data)
+        else:
+            metrics = experiment.evaluate(model, dataset)
     name = name or Path(data).name
     atomic_write_text(run_dir / f"eval_{name}.json", json.dumps(metrics, indent=1) + "\n")
     print(f"{run_dir} on {data}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics
+
+
+def is_pathways_run(run_dir: Path) -> bool:
+    outcome = run_dir / "outcome.json"
+    return outcome.is_file() and json.loads(outcome.read_text()).get("method") == "pathways" \
+        and (run_dir / "pathways").is_dir()
+
+
+def evaluate_each_pathway(run_dir: Path, experiment: Any, model: Any, dataset: Any,
+                          data: str) -> dict[str, float]:
+    """A pathways run: each language's utterances through that language's pathway."""
+    from sprune.prune.methods.pathways import evaluate_pathways, load_pathways
+
+    masks = load_pathways(run_dir)
+    tags = dataset.languages()
+    if tags is None:
+        raise UserError(f"{data}: no utt2lang; a pathways run decodes each language with its "
+                        "own pathway, so the data dir needs the language of every utterance")
+    unknown = sorted(set(tags) - set(masks))
+    if unknown:
+        raise UserError(f"{data}: language '{unknown[0]}' has no pathway in {run_dir} "
+                        f"(pathways: {', '.join(masks)}); evaluate on its languages only")
+    present = {lang: masks[lang] for lang in masks if lang in set(tags)}
+    subsets = {lang: dataset.subset([u for u, t in zip(dataset.utts, tags) if t == lang])
+               for lang in present}
+    return evaluate_pathways(model, present,
+                             lambda m, lang: experiment.evaluate(m, subsets[lang]))
 
 
 def run(args: argparse.Namespace) -> int:

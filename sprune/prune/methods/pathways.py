@@ -76,6 +76,44 @@ def batch_language(batch: Any, known: dict[str, Mask]) -> str:
     return tags[0]
 
 
+@torch.no_grad()
+def evaluate_pathways(model: nn.Module, masks: dict[str, Mask],
+                      evaluate_language: Callable[[nn.Module, str], dict[str, float]]
+                      ) -> dict[str, float]:
+    """`<metric>/<lang>` of each pathway (the model's weights times `masks[lang]`) from
+    `evaluate_language(model, lang)`, and `<metric>` their mean over languages (macro
+    average); the model's weights are left as they were."""
+    params = dict(model.named_parameters())
+    scope = {n: params[n] for n in next(iter(masks.values()))}
+    saved = {n: p.detach().clone() for n, p in scope.items()}
+    per_language: dict[str, dict[str, float]] = {}
+    try:
+        for language, mask in masks.items():
+            for n, p in scope.items():
+                p.mul_(mask[n].to(p.device))
+            per_language[language] = evaluate_language(model, language)
+            for n, p in scope.items():
+                p.copy_(saved[n])
+    finally:
+        for n, p in scope.items():
+            p.copy_(saved[n])
+    metrics: dict[str, float] = {}
+    for key in [k for k in next(iter(per_language.values())) if "/" not in k]:
+        values = [m[key] for m in per_language.values()]
+        metrics[key] = sum(values) / len(values)
+        for language, m in per_language.items():
+            metrics[f"{key}/{language}"] = m[key]
+    return metrics
+
+
+def load_pathways(run_dir: Path) -> dict[str, Mask]:
+    """The pathways of a finished pathways run (pathways/<lang>/), by language."""
+    folder = run_dir / PATHWAYS_DIR
+    if not folder.is_dir():
+        raise UserError(f"{folder} is missing; the pathways run has not finished")
+    return {p.name: Mask.load(p) for p in sorted(folder.iterdir())}
+
+
 class PathwaysCallback(Callback):
     """Per-batch pathways and, with `rounds` set, the dynamic adaptation and pruning steps.
 
@@ -139,30 +177,8 @@ class PathwaysCallback(Callback):
             trainer.evaluate_fn = self._evaluate_fn
 
     # -- evaluation: each language through its own pathway -----------------------------------
-    @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """`<metric>/<lang>` of each pathway on its language's dev utterances, and `<metric>`
-        their mean; the model's weights are left as they were."""
-        saved = {n: p.detach().clone() for n, p in self._params.items()}
-        per_language: dict[str, dict[str, float]] = {}
-        try:
-            for language, mask in self.masks.items():
-                for n, p in self._params.items():
-                    p.mul_(mask[n].to(p.device))
-                per_language[language] = self.evaluate_language(model, language)
-                for n, p in self._params.items():
-                    p.copy_(saved[n])
-        finally:
-            for n, p in self._params.items():
-                p.copy_(saved[n])
-        metrics: dict[str, float] = {}
-        overall = [k for k in next(iter(per_language.values())) if "/" not in k]
-        for key in overall:
-            values = [m[key] for m in per_language.values()]
-            metrics[key] = sum(values) / len(values)
-            for language, m in per_language.items():
-                metrics[f"{key}/{language}"] = m[key]
-        return metrics
+        return evaluate_pathways(model, self.masks, self.evaluate_language)
 
     # -- Dynamic ASR Pathways ----------------------------------------------------------------
     def _rounds_step(self, trainer: Trainer) -> None:
