@@ -15,10 +15,15 @@
   sprune prep commonvoice --root DIR --langs nl,fr --out data [--train-hours 1]
       Common Voice locales -> data/<locale>/{train,dev,test} (the release's speaker-disjoint
       splits; MP3 clips decoded and resampled once to 16 kHz WAVs in data/audio/<locale>/).
+  sprune prep mls --root DIR --langs fr,it,nl --out data [--train-set 1h] [--max-hours 2]
+      Multilingual LibriSpeech -> data/<lang>/{train|train_10min|train_1h|train_10h,dev,test}
+      (speaker-disjoint splits; FLAC in place, Opus decoded once to 16 kHz WAVs in
+      data/audio/<lang>/; utt2lang fr-FR, it-IT, nl-NL, en-US, ...).
 
 --root is the folder holding the corpus as distributed (MInDS-14.zip or MInDS-14/,
-LibriSpeech/, librispeech_finetuning/). --download fetches it first (Hugging Face Hub
-PolyAI/minds14, openslr.org/12, dl.fbaipublicfiles.com/librilight) into --download-dir.
+LibriSpeech/, librispeech_finetuning/, mls_<language>[_opus]/). --download fetches it first
+(Hugging Face Hub PolyAI/minds14, openslr.org/12, dl.fbaipublicfiles.com/librilight,
+dl.fbaipublicfiles.com/mls) into --download-dir.
 Common Voice has no --download: its releases need a sign-in at commonvoice.mozilla.org.
 """
 from __future__ import annotations
@@ -28,7 +33,8 @@ from pathlib import Path
 
 from sprune.errors import UserError
 
-HELP = "build Kaldi data dirs from real corpora (MINDS-14, LibriSpeech, Libri-light, Common Voice)"
+HELP = ("build Kaldi data dirs from real corpora (MINDS-14, LibriSpeech, Libri-light, Common "
+        "Voice, Multilingual LibriSpeech)")
 
 
 def _add_source(parser: argparse.ArgumentParser, corpus: str) -> None:
@@ -82,6 +88,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cv.add_argument("--out", type=Path, default=Path("data"),
                     help="output folder for the data dirs (default: data)")
 
+    mls = corpora.add_parser("mls", help="Multilingual LibriSpeech (openslr 94) languages",
+                             description="MLS -> <out>/<lang>/{train[_<set>],dev,test}")
+    _add_source(mls, "MLS (mls_<language>[_opus]/ folders)")
+    mls.add_argument("--langs", required=True,
+                     help="comma-separated languages: en, de, nl, fr, es, it, pt, pl "
+                          "(or french, ...)")
+    mls.add_argument("--splits", default="train,dev,test",
+                     help="comma-separated splits (default: train,dev,test)")
+    mls.add_argument("--train-set", default="full",
+                     help="full, or a limited-supervision set: 10min, 1h, 10h (default: full)")
+    mls.add_argument("--fold", type=int, default=0,
+                     help="which 1hr/<fold> is the 10 min set, 0..5 (default: 0)")
+    mls.add_argument("--audio", choices=("opus", "flac"), default=None,
+                     help="which copy to read or download (default: the one under --root, "
+                          "Opus when both; --download: opus)")
+    mls.add_argument("--max-utts", type=int, default=None, metavar="N",
+                     help="keep a random subset of at most N utterances of each split")
+    mls.add_argument("--max-hours", type=float, default=None, metavar="H",
+                     help="keep a random subset of at most H hours of each split")
+    mls.add_argument("--seed", type=int, default=0,
+                     help="seed of --max-utts / --max-hours (default: 0)")
+    mls.add_argument("--base-url", default=None, metavar="URL",
+                     help="where --download fetches mls_<language>[_opus].tar.gz "
+                          "(default: dl.fbaipublicfiles.com/mls)")
+
 
 def librilight_dir_name(which: str, fold: int) -> str:
     """Data dir name of a Libri-light set: train_10min, train_1h, ... (non-zero 10 min folds
@@ -101,6 +132,8 @@ def _split_list(value: str, option: str = "--splits",
 def run(args: argparse.Namespace) -> int:
     from sprune.data import commonvoice, librispeech, minds14
 
+    if args.corpus == "mls":
+        return _run_mls(args)
     if args.corpus == "commonvoice":
         splits = _split_list(args.splits, example="train,dev,test")
         for locale in _split_list(args.langs, "--langs", "nl,sv-SE"):
@@ -129,4 +162,27 @@ def run(args: argparse.Namespace) -> int:
         librispeech.prepare_librilight(root, args.which,
                                        args.out / librilight_dir_name(args.which, args.fold),
                                        fold=args.fold)
+    return 0
+
+
+def _run_mls(args: argparse.Namespace) -> int:
+    from sprune.data import mls
+
+    codes = [mls.language_code(name) for name in _split_list(args.langs, "--langs", "fr,it,nl")]
+    splits = _split_list(args.splits, example="train,dev,test")
+    for split in splits:
+        if split not in mls.SPLITS:
+            raise UserError(f"--splits: unknown MLS split '{split}'; use "
+                            f"{', '.join(mls.SPLITS)}")
+    mls.check_train_set(args.train_set, args.fold)   # fail before any download
+    mls.check_limits(args.max_utts, args.max_hours)
+    root = args.root
+    if args.download:
+        root = args.download_dir or args.out / "downloads"
+        for code in codes:
+            mls.download_mls(root, code, args.audio or "opus", args.base_url or mls.MLS_URL)
+    for code in codes:
+        mls.prepare_mls(root, args.out, code, splits, train_set=args.train_set, fold=args.fold,
+                        max_utts=args.max_utts, max_hours=args.max_hours, seed=args.seed,
+                        audio=args.audio or ("opus" if args.download else None))
     return 0
