@@ -1,6 +1,13 @@
-"""Language pathways of a `pathways` run (paper 003).
+"""Language pathways (paper 003): export one pathway of a run, or a study's RESULTS.md.
 
   sprune pathways export exp/mls/dynamic_lap_s0.7 --lang fr-FR --out exp/mls/pathway_fr-FR
+  sprune pathways results exp/mini_mls [--metric cer] [--test test] [--baseline imp]
+
+`results` reads a study folder as `egs/TEMPLATE/asr1/pathways.sh` lays it out (see
+`sprune.pathways_report`) and writes RESULTS.md (per-language error rate, mean ± standard
+deviation over seeds, differences smaller than the spread marked "(n.s.)"), results.csv and
+PNG plots (error vs sparsity, IOU between pathways, weights shared by k languages, mask
+drift).
 
 `export` writes one language's pathway as a standalone pruned run folder: the run's weights
 times that language's mask (final/), the mask (mask/), experiment.json with the run's task
@@ -24,19 +31,40 @@ from pathlib import Path
 from sprune.errors import UserError
 from sprune.io import atomic_dir, atomic_write_text
 
-HELP = "language pathways of a pathways run: export one as a standalone pruned run"
+HELP = "language pathways: export one as a standalone pruned run; a study's RESULTS.md"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["export"], help="export: one language's pathway")
-    parser.add_argument("run_dir", help="a finished `pathways` run folder")
-    parser.add_argument("--lang", required=True, help="the language tag of the pathway")
-    parser.add_argument("--out", required=True, help="run folder to write")
+    parser.add_argument("action", choices=["export", "results"],
+                        help="export: one language's pathway of a run; results: RESULTS.md "
+                             "of a study folder")
+    parser.add_argument("folder", help="export: a finished `pathways` run folder; results: "
+                                       "the study's experiment folder")
+    parser.add_argument("--lang", help="export: the language tag of the pathway")
+    parser.add_argument("--out", help="export: the run folder to write")
+    parser.add_argument("--metric", default="cer", help="results: error rate (default cer)")
+    parser.add_argument("--test", default="test",
+                        help="results: the test set's name, eval_<name>.json (default test)")
+    parser.add_argument("--baseline", default="imp",
+                        help="results: the method others are compared with (default imp)")
+    parser.add_argument("--order", default="imp adaptive pathways dynamic_ls dynamic_lap",
+                        help="results: the methods' order in the table (others follow)")
+    parser.add_argument("--title", help="results: the title of RESULTS.md")
 
 
 def run(args: argparse.Namespace) -> int:
-    export_pathway(Path(args.run_dir), args.lang, Path(args.out))
-    print(f"sprune pathways: {args.lang} pathway of {args.run_dir} -> {args.out}")
+    if args.action == "results":
+        from sprune.pathways_report import write_report
+
+        path = write_report(Path(args.folder), args.metric, args.test, args.title,
+                            args.baseline, args.order.split())
+        print(f"sprune pathways: {path}")
+        return 0
+    if not args.lang or not args.out:
+        raise UserError("export needs --lang (the pathway's language) and --out (the run "
+                        "folder to write)")
+    export_pathway(Path(args.folder), args.lang, Path(args.out))
+    print(f"sprune pathways: {args.lang} pathway of {args.folder} -> {args.out}")
     return 0
 
 

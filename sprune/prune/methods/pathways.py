@@ -38,7 +38,6 @@ Where the summary of the paper is silent we take the standard choices and say so
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,14 +49,10 @@ from sprune.prune.mask import MASK_FILE, Mask
 from sprune.prune.methods.adaptive import check_rounds, sparsity_schedule
 from sprune.prune.methods.base import (Method, MethodOutcome, PruneConfig, PruneContext,
                                        finish, run_training)
+from sprune.prune.pathway_stats import residual, union
 from sprune.train import Callback, Trainer
 
 PATHWAYS_DIR = "pathways"
-
-
-def union(masks: dict[str, Mask]) -> Mask:
-    """Weights kept by at least one of `masks`."""
-    return functools.reduce(Mask.union, masks.values())
 
 
 def batch_language(batch: Any, known: dict[str, Mask]) -> str:
@@ -191,11 +186,11 @@ class PathwaysCallback(Callback):
             kind, sparsity = "prune", schedule[round_index]
         else:
             return
-        used = union(self.masks)
+        unused = residual(self.masks)
         new = {}
         saved = {n: p.detach().clone() for n, p in self._params.items()}
         for language, mask in self.masks.items():
-            allowed = Mask({n: mask[n] | ~used[n] for n in mask})
+            allowed = mask.union(unused)
             with torch.no_grad():   # score with the weights this language may choose
                 for n, p in self._params.items():
                     p.mul_(allowed[n].to(p.device))
