@@ -21,6 +21,14 @@ one more function and one more line in `SECTIONS` (--sections picks some; defaul
    speed-up = dense ms / sparse ms is measured side by side. Correctness: max |sparse - dense
    masked| output.
 
+3. `pathway_step`: a training step through one language's pathway (`PathwaysCallback`:
+   weights outside the mask zeroed for the step, gradients masked, the other weights put
+   back) against a dense step, on a CTC model over a random wav2vec2 Base upstream (target:
+   at most 1.1x).
+4. `adaptation`: one Dynamic ASR Pathways adaptation (every language re-selects its mask by
+   magnitude among its own and the unused weights) against its round of T updates (target:
+   at most 5 % of the round).
+
 What torch 2.9.1 offers on the CPU (found with this script and gdb breakpoints in
 libtorch_cpu): a sparse-compressed weight @ dense goes through
 `at::native::addmm_out_sparse_compressed_cpu` to MKL's inspector-executor sparse BLAS
@@ -56,8 +64,10 @@ from sprune.malloc import keep_freed_memory
 from sprune.prune.select import select_mask
 
 BLOCK = "8x1"                # paper 003's pattern: 8 output units x 1 input column
-SIZES = {"default": {"rows": 4000, "rounds": 5, "shapes": ["768x768", "768x3072", "3072x768"]},
-         "small": {"rows": 64, "rounds": 2, "shapes": ["64x64", "64x256", "256x64"]}}
+SIZES = {"default": {"rows": 4000, "rounds": 5, "shapes": ["768x768", "768x3072", "3072x768"],
+                     "step_batch": 2, "step_seconds": 4.0, "step_rounds": 5, "round_steps": 100},
+         "small": {"rows": 64, "rounds": 2, "shapes": ["64x64", "64x256", "256x64"],
+                   "step_batch": 2, "step_seconds": 0.5, "step_rounds": 2, "round_steps": 10}}
 
 
 # -- sections -----------------------------------------------------------------------------------
@@ -269,9 +279,167 @@ def block_sparse_speed(args: argparse.Namespace) -> Section:
                    rows, notes)
 
 
+# -- training with pathways --------------------------------------------------------------------
+class _Stub:
+    """What `PathwaysCallback` reads of a `Trainer`: model, optimizer, batch, step counters."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.model, self.optimizer, self.evaluate_fn = model, optimizer, None
+        self.batch: Any = None
+        self.step = self.initial_step = 0
+
+    def log(self, event: str, **values: Any) -> None:
+        pass
+
+
+def _ctc_setup(args: argparse.Namespace, seed: int = 0):
+    """A CTC model on a random upstream (wav2vec2 Base, or tiny with --small), its AdamW,
+    a batch of --step-batch utterances of --step-seconds and the upstream's transformer
+    scope (parameter names)."""
+    from sprune.tasks.ctc import CTCModel
+    from sprune.upstream import UpstreamModel, preset_config, tiny_config
+
+    torch.manual_seed(seed)
+    config = tiny_config("wav2vec2") if args.small else preset_config("wav2vec2_base")
+    upstream = UpstreamModel(config, freeze_feature_encoder=True)
+    model = CTCModel(upstream, config.embed_dim, 32)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    samples = int(args.step_seconds * 16000)
+    batch = {"wavs": torch.randn(args.step_batch, samples) * 0.1,
+             "lengths": torch.full((args.step_batch,), samples, dtype=torch.long),
+             "targets": torch.randint(1, 32, (args.step_batch, 20)),
+             "target_lengths": torch.full((args.step_batch,), 20, dtype=torch.long),
+             "lang": ["l0"] * args.step_batch}
+    groups = {f"upstream.{g}": [f"upstream.{n}" for n in names]
+              for g, names in upstream.parameter_groups().items()}
+    scope = groups["upstream.transformer"]
+    return model, optimizer, batch, scope
+
+
+def _language_masks(model: torch.nn.Module, scope: list[str], languages: int,
+                    sparsity: float) -> dict[str, Any]:
+    """One random mask per language at `sparsity` (different seeds: partly shared weights)."""
+    from sprune.prune.mask import Mask
+
+    params = dict(model.named_parameters())
+    masks = {}
+    for index in range(languages):
+        gen = torch.Generator().manual_seed(100 + index)
+        masks[f"l{index}"] = Mask({n: torch.rand(params[n].shape, generator=gen) >= sparsity
+                                   for n in scope})
+    return masks
+
+
+def _train_step(model, optimizer, batch) -> None:
+    loss = model(batch)["loss"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def pathway_step_speed(args: argparse.Namespace) -> Section:
+    """A training step through one language's pathway against a dense step (paper 003 target:
+    at most 1.1x), each on its own copy of the same model."""
+    from sprune.prune.methods.pathways import PathwaysCallback
+
+    dense_model, dense_opt, batch, scope = _ctc_setup(args)
+    path_model, path_opt, _, _ = _ctc_setup(args)
+    masks = _language_masks(path_model, scope, args.languages, args.pathway_sparsity)
+    callback = PathwaysCallback(masks, None, lambda name, found: None, None)
+    stub = _Stub(path_model, path_opt)
+    callback.on_train_start(stub)
+
+    def pathway_step() -> None:
+        stub.batch = batch
+        callback.on_step_start(stub)
+        _train_step(path_model, path_opt, batch)
+        callback.on_step_end(stub)
+
+    times = interleaved({"dense": lambda: _train_step(dense_model, dense_opt, batch),
+                         "pathway": pathway_step}, args.step_rounds)
+    dense_ms, pathway_ms = statistics.median(times["dense"]), statistics.median(times["pathway"])
+    scope_weights = sum(masks["l0"][n].numel() for n in scope)
+    rows = [{"model": "tiny" if args.small else "wav2vec2 Base", "scope_weights": scope_weights,
+             "batch": f"{args.step_batch} x {args.step_seconds:g} s",
+             "dense_ms": dense_ms, "pathway_ms": pathway_ms, "ratio": pathway_ms / dense_ms,
+             "target_met": pathway_ms / dense_ms <= 1.1,
+             "dense_times_ms": times["dense"], "pathway_times_ms": times["pathway"]}]
+    columns = [Column("model", "model", right=False),
+               Column("scope_weights", "weights in scope", lambda v: f"{v:,}"),
+               Column("batch", "batch", right=False), Column("dense_ms", "dense step ms", ms),
+               Column("pathway_ms", "pathway step ms", ms),
+               Column("ratio", "pathway / dense", lambda v: f"{v:.3f}x"),
+               Column("target_met", "<= 1.1x", yes_no, right=False)]
+    notes = [f"CTC head on a random upstream, frozen conv encoder, AdamW; forward + backward + "
+             f"update. pathway: `PathwaysCallback` around the same step (zero the weights "
+             f"outside the language's mask at {pct(args.pathway_sparsity)} sparsity, mask the "
+             f"gradients, put the other weights back after the update); ms: medians of "
+             f"{args.step_rounds} interleaved rounds."]
+    return Section("pathway_step", "Training step through a language pathway vs dense",
+                   columns, rows, notes)
+
+
+def adaptation_cost(args: argparse.Namespace) -> Section:
+    """One Dynamic ASR Pathways adaptation (every language re-selects its mask by magnitude
+    among its own and the unused weights) against the round it belongs to (target: at most
+    5 % of the round's time)."""
+    from sprune.prune.methods import PruneConfig, PruneContext
+    from sprune.prune.methods.pathways import Pathways, PathwaysCallback
+    from sprune.train import TrainConfig
+
+    model, optimizer, batch, scope = _ctc_setup(args)
+    masks = _language_masks(model, scope, args.languages, args.pathway_sparsity)
+    config = PruneConfig(method="pathways", sparsity=args.pathway_sparsity, scope=None,
+                         include=scope, dynamic=True, round_steps=args.round_steps,
+                         adapt_at=args.round_steps // 2, rounds=1)
+    method = Pathways(config)
+    ctx = PruneContext(build_model=lambda: model, groups={}, train_config=TrainConfig(),
+                       make_trainer=None, evaluate=None, log=lambda msg: None)
+    callback = PathwaysCallback(
+        masks, lambda m, lang, sparsity, allowed, previous: method.make_mask(
+            m, ctx, sparsity, previous=previous, allowed=allowed, language=lang),
+        lambda name, found: None, None,
+        (config.round_steps, config.adapt_at, [args.pathway_sparsity]))
+    stub = _Stub(model, optimizer)
+    callback.on_train_start(stub)
+
+    def step() -> None:
+        stub.batch = batch
+        callback.on_step_start(stub)
+        _train_step(model, optimizer, batch)
+        callback.on_step_end(stub)
+
+    step_times = interleaved({"step": step}, args.step_rounds)["step"]
+    stub.step = config.adapt_at   # the next on_step_end adapts
+    start = time.perf_counter()
+    callback._rounds_step(stub)
+    adapt_ms = 1000 * (time.perf_counter() - start)
+    step_ms = statistics.median(step_times)
+    round_ms = config.round_steps * step_ms + adapt_ms
+    rows = [{"model": "tiny" if args.small else "wav2vec2 Base", "languages": args.languages,
+             "round_steps": config.round_steps, "step_ms": step_ms, "adapt_ms": adapt_ms,
+             "round_ms": round_ms, "share": adapt_ms / round_ms,
+             "target_met": adapt_ms / round_ms <= 0.05,
+             "events": len(callback.events), "step_times_ms": step_times}]
+    columns = [Column("model", "model", right=False), Column("languages", "languages"),
+               Column("round_steps", "T (updates per round)"),
+               Column("step_ms", "pathway step ms", ms), Column("adapt_ms", "adaptation ms", ms),
+               Column("round_ms", "round ms", ms),
+               Column("share", "adaptation share of the round", pct),
+               Column("target_met", "<= 5 %", yes_no, right=False)]
+    notes = [f"adaptation: `PathwaysCallback` re-selects each language's mask at "
+             f"{pct(args.pathway_sparsity)} by magnitude among its own and the unused weights "
+             f"(the real `Pathways.make_mask`), timed once; round = T x the median pathway step "
+             f"+ the adaptation."]
+    return Section("adaptation", "Adaptation step against its round", columns, rows, notes)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
     "kernels": kernel_support,
     "block_sparse": block_sparse_speed,
+    "pathway_step": pathway_step_speed,
+    "adaptation": adaptation_cost,
 }
 
 
@@ -306,6 +474,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sparsity", type=float, nargs="+", default=[0.5, 0.7, 0.9])
     parser.add_argument("--shapes", nargs="+", metavar="INxOUT",
                         help="Linear sizes (default 768x768 768x3072 3072x768)")
+    parser.add_argument("--step-batch", type=int,
+                        help="pathway_step / adaptation: utterances per step (default 2)")
+    parser.add_argument("--step-seconds", type=float,
+                        help="pathway_step / adaptation: seconds per utterance (default 4)")
+    parser.add_argument("--step-rounds", type=int,
+                        help="pathway_step / adaptation: timed steps (default 5)")
+    parser.add_argument("--round-steps", type=int,
+                        help="adaptation: updates T of a round (default 100)")
+    parser.add_argument("--languages", type=int, default=4,
+                        help="pathway_step / adaptation: languages (default 4)")
+    parser.add_argument("--pathway-sparsity", type=float, default=0.5,
+                        help="pathway_step / adaptation: sparsity of each pathway (default 0.5)")
     parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
     parser.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
     args = parser.parse_args(argv)
@@ -349,8 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(section.markdown())
     if args.json:
-        settings = {k: getattr(args, k) for k in ("small", "threads", "rows", "rounds",
-                                                  "sparsity", "shapes", "sections")}
+        settings = {k: getattr(args, k) for k in (
+            "small", "threads", "rows", "rounds", "sparsity", "shapes", "sections", "step_batch",
+            "step_seconds", "step_rounds", "round_steps", "languages", "pathway_sparsity")}
         document = {"machine": machine, "settings": settings,
                     "sections": {s.name: {"title": s.title, "rows": s.rows} for s in sections}}
         atomic_write_text(args.json, json.dumps(document, indent=1) + "\n")

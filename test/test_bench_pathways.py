@@ -67,7 +67,7 @@ def small(tmp_path_factory) -> tuple[str, dict]:
 
 def test_kernel_table_says_which_formats_run(small):
     stdout, saved = small
-    kernels, _ = tables(stdout)
+    kernels = tables(stdout)[0]
     assert list(kernels[0]) == KERNEL_COLUMNS
     assert [row["format"] for row in kernels] == FORMATS
     by_format = {row["format"]: row for row in kernels}
@@ -85,7 +85,7 @@ def test_kernel_table_says_which_formats_run(small):
 
 def test_speed_table_ratios_come_from_the_numbers_beside_them(small):
     stdout, saved = small
-    kernels, speed = tables(stdout)
+    kernels, speed, _, _ = tables(stdout)
     assert list(speed[0]) == SPEED_COLUMNS
     runnable = [row["format"] for row in kernels if row["runs on CPU"] == "yes"]
     assert "BSR 8x1" not in runnable or "BSR 8x1" in {r["format"] for r in speed}
@@ -117,3 +117,19 @@ def test_sections_are_chosen_by_name():
     stdout = run("--sections", "kernels").stdout
     assert len(tables(stdout)) == 1
     assert "## Which sparse formats run" in stdout and "block-sparse linear layer" not in stdout
+
+
+def test_pathway_step_and_adaptation_ratios(small):
+    stdout, saved = small
+    _, _, step, adaptation = tables(stdout)
+    row = saved["sections"]["pathway_step"]["rows"][0]
+    assert step[0]["model"] == "tiny" and len(row["pathway_times_ms"]) == 2
+    assert row["ratio"] == row["pathway_ms"] / row["dense_ms"]
+    assert number(step[0]["pathway / dense"]) == pytest.approx(row["ratio"], abs=0.0006)
+    assert step[0]["<= 1.1x"] == ("yes" if row["ratio"] <= 1.1 else "NO")
+    row = saved["sections"]["adaptation"]["rows"][0]
+    assert row["events"] == 1   # the adaptation ran
+    assert row["round_ms"] == pytest.approx(row["round_steps"] * row["step_ms"] + row["adapt_ms"])
+    assert row["share"] == pytest.approx(row["adapt_ms"] / row["round_ms"])
+    assert number(adaptation[0]["adaptation share of the round"]) == pytest.approx(
+        100 * row["share"], abs=0.06)
