@@ -10,7 +10,8 @@ MPI), then K + 1 rounds of T = `round_steps` updates each:
                                   were pruned and train again
     updates n + 1 .. T            train the adapted mask
     update T (r < K)              pruning step: raise the sparsity to s_{r+1}, pruning among
-                                  the kept weights (what is pruned stays pruned)
+                                  the kept weights (what is pruned stays pruned); none when
+                                  s_{r+1} = s_r (rounds at one sparsity only adapt)
 
 The returned model has the last round's adapted mask, at the target.
 
@@ -124,7 +125,8 @@ class AdaptiveMaskCallback(Callback):
             self._restore(trainer.model)
             sparsity = self.schedule[round_index]
             self._switch(trainer, self.select(trainer.model, sparsity, None), "adapt", sparsity)
-        elif within == 0 and 1 <= round_index < len(self.schedule):
+        elif within == 0 and 1 <= round_index < len(self.schedule) \
+                and self.schedule[round_index] > self.schedule[round_index - 1]:
             sparsity = self.schedule[round_index]
             self._switch(trainer, self.select(trainer.model, sparsity, self.mask), "prune",
                          sparsity)

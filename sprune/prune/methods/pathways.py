@@ -182,7 +182,8 @@ class PathwaysCallback(Callback):
         round_index, within = divmod(done, round_steps)
         if within == adapt_at and round_index < len(schedule):
             kind, sparsity = "adapt", schedule[round_index]
-        elif within == 0 and 1 <= round_index < len(schedule):
+        elif within == 0 and 1 <= round_index < len(schedule) \
+                and schedule[round_index] > schedule[round_index - 1]:
             kind, sparsity = "prune", schedule[round_index]
         else:
             return
