@@ -87,3 +87,29 @@ def test_option_errors(tmp_path, env, args, words):
     recipe = recipe_copy(tmp_path, "mini_mls")
     done = run(recipe, env, *args)
     assert done.returncode == 2 and words in done.stderr, done.stderr
+
+
+def test_mls_recipe_data_dense_and_imp_on_a_fixture(tmp_path, env, upstream):  # noqa: F811
+    """egs/mls/asr1: MLS fixture archives (Dutch FLAC, French Opus) -> data/<tag>/, the dense
+    multilingual run and IMP per language (its per-language config)."""
+    from test_prep_mls import build_language
+
+    corpus = tmp_path / "mls"
+    build_language(corpus, "dutch", first_seconds=1.0)   # CTC needs a frame per label
+    build_language(corpus, "french", ext="opus", first_seconds=1.0)
+    recipe = recipe_copy(tmp_path, "mls")
+    (tmp_path / "conf").symlink_to(REPO_ROOT / "conf")
+    done = run(recipe, env, "--langs", "nl-NL fr-FR", "--train-name", "train_1h",
+               "--local-data-opts", f"--mls-root {corpus} --langs nl,french --train-set 1h",
+               "--seeds", "1", "--sparsities", "0.5", "--methods", "imp", "--stop-stage", "3",
+               "--upstream", upstream, "--prune-opts", SHORT, "--dense-threads", "1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (recipe / "data" / "nl-NL").resolve() == (recipe / "data" / "nl").resolve()
+    exp = recipe / "exp" / "mls"
+    dense = json.loads((exp / "dense" / "eval_test.json").read_text())
+    assert {"cer/nl-NL", "cer/fr-FR"} <= set(dense)
+    for lang in ("nl-NL", "fr-FR"):
+        run_dir = exp / "seed1" / "s0.5" / "imp" / lang
+        assert (run_dir / "eval_test.json").is_file()
+        # the language's own config: finetune_<lang>.yaml (before --prune-opts' overrides)
+        assert (run_dir / "level1" / "mask").is_dir()

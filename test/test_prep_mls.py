@@ -30,8 +30,10 @@ LAYOUT = {"train": {(101, 11): 4, (102, 12): 4, (103, 13): 4},
           "dev": {(201, 21): 2, (202, 22): 2}, "test": {(301, 31): 2, (302, 32): 2}}
 
 
-def build_language(base: Path, language: str, ext: str = "flac", rate: int = 16000) -> Path:
-    """mls_<language>[_opus]/ under base; every utterance lasts 0.2 s + 0.1 s per index."""
+def build_language(base: Path, language: str, ext: str = "flac", rate: int = 16000,
+                   first_seconds: float = 0.2) -> Path:
+    """mls_<language>[_opus]/ under base; every utterance lasts `first_seconds` + 0.1 s per
+    index."""
     top = base / (f"mls_{language}" + ("_opus" if ext == "opus" else ""))
     rng = np.random.default_rng(len(language))
     words = WORDS[language].split()
@@ -43,7 +45,7 @@ def build_language(base: Path, language: str, ext: str = "flac", rate: int = 160
             folder.mkdir(parents=True)
             for k in range(n):
                 utt = f"{spk}_{book}_{k:06d}"
-                seconds = 0.2 + 0.1 * k
+                seconds = first_seconds + 0.1 * k
                 wav = (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
                 if ext == "opus":
                     soundfile.write(folder / f"{utt}.opus", wav, rate, format="OGG",

@@ -49,5 +49,11 @@ for lang in ${langs//,/ }; do
     *) code=$lang ;;
   esac
   dirs+=("$data/$code/$train" "$data/$code/dev" "$data/$code/test")
+  # the recipe's stages name a language by its utt2lang tag: data/<tag> -> data/<code>
+  case $code in
+    en) tag=en-US ;; de) tag=de-DE ;; nl) tag=nl-NL ;; fr) tag=fr-FR ;; es) tag=es-ES ;;
+    it) tag=it-IT ;; pt) tag=pt-BR ;; pl) tag=pl-PL ;; *) tag= ;;
+  esac
+  [ -z "$tag" ] || ln -sfn "$code" "$data/$tag"
 done
 sprune data validate "${dirs[@]}"
