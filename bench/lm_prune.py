@@ -56,6 +56,7 @@ from sprune.lm.metrics import count_parameters, flops_per_token, token_latency
 from sprune.lm.model import TransformerLM
 from sprune.lm.prune import LMPruneConfig, Selector
 from sprune.lm.shrink import shrink
+from sprune.machine import cpu_model, load_average
 from sprune.malloc import keep_freed_memory
 from sprune.prune.apply import zero_pruned
 from sprune.prune.criteria import make_criterion
@@ -247,26 +248,6 @@ def training_calls(model: TransformerLM, args: argparse.Namespace, device: torch
 
 
 # -- report -------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages, as `uptime` prints them."""
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def row(measurement: str, *, params: int | None = None, pruned: float | None = None,
         flops: int | None = None, flops_ratio: float | None = None, ms: float,
         speedup: float | None = None, measured: float | None = None, unit: str = "",

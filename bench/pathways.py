@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from sprune.io import atomic_write_text
+from sprune.machine import cpu_model, load_average
 from sprune.malloc import keep_freed_memory
 from sprune.prune.select import select_mask
 
@@ -338,6 +339,20 @@ def _train_step(model, optimizer, batch) -> None:
     optimizer.step()
 
 
+def _pathway_step(callback, stub: _Stub, batch: dict) -> Callable[[], None]:
+    """A training step of `stub`'s model through `callback` (started here), as the Trainer
+    runs it: on_step_start, forward + backward + update, on_step_end."""
+    callback.on_train_start(stub)
+
+    def step() -> None:
+        stub.batch = batch
+        callback.on_step_start(stub)
+        _train_step(stub.model, stub.optimizer, batch)
+        callback.on_step_end(stub)
+
+    return step
+
+
 def pathway_step_speed(args: argparse.Namespace) -> Section:
     """A training step through one language's pathway against a dense step (paper 003 target:
     at most 1.1x), each on its own copy of the same model."""
@@ -348,16 +363,8 @@ def pathway_step_speed(args: argparse.Namespace) -> Section:
     masks = _language_masks(path_model, scope, args.languages, args.pathway_sparsity)
     callback = PathwaysCallback(masks, None, lambda name, found: None, None)
     stub = _Stub(path_model, path_opt)
-    callback.on_train_start(stub)
-
-    def pathway_step() -> None:
-        stub.batch = batch
-        callback.on_step_start(stub)
-        _train_step(path_model, path_opt, batch)
-        callback.on_step_end(stub)
-
     times = interleaved({"dense": lambda: _train_step(dense_model, dense_opt, batch),
-                         "pathway": pathway_step}, args.step_rounds)
+                         "pathway": _pathway_step(callback, stub, batch)}, args.step_rounds)
     dense_ms, pathway_ms = statistics.median(times["dense"]), statistics.median(times["pathway"])
     scope_weights = sum(masks["l0"][n].numel() for n in scope)
     rows = [{"model": "tiny" if args.small else "wav2vec2 Base", "scope_weights": scope_weights,
@@ -402,15 +409,8 @@ def adaptation_cost(args: argparse.Namespace) -> Section:
         lambda name, found: None, None,
         (config.round_steps, config.adapt_at, [args.pathway_sparsity]))
     stub = _Stub(model, optimizer)
-    callback.on_train_start(stub)
-
-    def step() -> None:
-        stub.batch = batch
-        callback.on_step_start(stub)
-        _train_step(model, optimizer, batch)
-        callback.on_step_end(stub)
-
-    step_times = interleaved({"step": step}, args.step_rounds)["step"]
+    step_times = interleaved({"step": _pathway_step(callback, stub, batch)},
+                             args.step_rounds)["step"]
     stub.step = config.adapt_at   # the next on_step_end adapts
     start = time.perf_counter()
     callback._rounds_step(stub)
@@ -444,25 +444,6 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], Section]] = {
 
 
 # -- machine and options ------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or what `platform` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
