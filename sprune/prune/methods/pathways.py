@@ -130,12 +130,17 @@ class PathwaysCallback(Callback):
         self.rounds = rounds          # (round_steps, adapt_at, schedule) when dynamic
         self.events: list[dict[str, Any]] = []
         self._params: dict[str, nn.Parameter] = {}
-        self._saved: dict[str, torch.Tensor] | None = None
-        self._active: dict[str, torch.Tensor] | None = None
+        self._saved: dict[str, torch.Tensor] | None = None    # the weights before the step
+        self._keep: dict[str, torch.Tensor] | None = None     # the step's m_l as 0 / 1 floats
+        self._keep_of: tuple[int, str] | None = None          # (id of masks, language) of it
         self._hooks: list = []
         self._evaluate_fn = None
 
     # -- one update on one pathway -----------------------------------------------------------
+    # Masks are applied as 0 / 1 float multipliers: on the CPU a float multiply is ~30x
+    # faster than masked_fill / where / masked_select with a bool mask (2.4 M weights: 0.3
+    # vs 9-18 ms), and torch.lerp(before, after, keep) restores the weights outside the
+    # pathway exactly (weight 0 gives `before`, weight 1 `after`, bit for bit).
     def on_train_start(self, trainer: Trainer) -> None:
         params = dict(trainer.model.named_parameters())
         self._params = {n: params[n] for n in next(iter(self.masks.values()))}
@@ -147,20 +152,30 @@ class PathwaysCallback(Callback):
         if self.evaluate_language is not None:
             self._evaluate_fn, trainer.evaluate_fn = trainer.evaluate_fn, self.evaluate
 
+    @property
+    def _active(self) -> dict[str, torch.Tensor] | None:
+        return self._keep if self._saved is not None else None
+
+    def _keep_of_language(self, language: str) -> dict[str, torch.Tensor]:
+        """m_language as float multipliers on the parameters' devices (one language kept)."""
+        if self._keep_of != (id(self.masks), language):
+            self._keep = {n: keep.to(device=p.device, dtype=p.dtype) for (n, keep), p
+                          in zip(self.masks[language].items(), self._params.values())}
+            self._keep_of = (id(self.masks), language)
+        return self._keep
+
     def on_step_start(self, trainer: Trainer) -> None:
-        language = batch_language(trainer.batch, self.masks)
-        self._active = {n: keep.to(p.device) for (n, keep), p
-                        in zip(self.masks[language].items(), self._params.values())}
+        keep = self._keep_of_language(batch_language(trainer.batch, self.masks))
         with torch.no_grad():
             self._saved = {n: p.detach().clone() for n, p in self._params.items()}
             for n, p in self._params.items():
-                p.mul_(self._active[n])
+                p.mul_(keep[n])
 
     def on_step_end(self, trainer: Trainer) -> None:
         with torch.no_grad():   # weights outside the pathway get their values back
             for n, p in self._params.items():
-                p.copy_(torch.where(self._active[n], p, self._saved[n]))
-        self._saved = self._active = None
+                torch.lerp(self._saved[n], p, self._keep[n], out=p)
+        self._saved = None
         if self.rounds is not None:
             self._rounds_step(trainer)
 
