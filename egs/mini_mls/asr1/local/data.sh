@@ -8,7 +8,7 @@
 set -euo pipefail
 
 langs="en fr it nl"       # mltext codes; the data dirs are named by their utt2lang tag
-train_lines=400           # utterances per language and split
+train_lines=1000          # utterances per language and split
 dev_lines=40
 test_lines=60
 max_words=12              # shorter sentences (the CPU cost follows the audio length)
