@@ -536,6 +536,40 @@ def write_parp_iou(runs: Sequence[Run], out: Path) -> Section:
                      "[parp_initial_iou.csv](parp_initial_iou.csv)\n")
 
 
+def write_pathways(runs: Sequence[Run], out: Path) -> Section | None:
+    """(f) For every finished `pathways` run: the IOU between its language pathways and the
+    share of the scope's weights used by 0, 1, ..., all languages (paper 003); None when
+    there is no such run."""
+    from sprune.prune.pathway_stats import (pairwise_iou, plot_pathway_iou,
+                                            plot_sharing_histogram, sharing_histogram)
+
+    found = [r for r in runs if r.method == "pathways" and (r.folder / "pathways").is_dir()]
+    if not found:
+        return None
+    parts = []
+    rows = []
+    for r in found:
+        masks = {p.name: Mask.load(p) for p in sorted((r.folder / "pathways").iterdir())}
+        slug = _slug(r.name)
+        plot_pathway_iou(masks, out / f"pathways_iou_{slug}.png", title=f"{r.name}: IOU")
+        plot_sharing_histogram(masks, out / f"pathways_sharing_{slug}.png",
+                               title=f"{r.name}: weights used by k languages")
+        shares = sharing_histogram(masks)
+        for (a, b), iou in pairwise_iou(masks).items():
+            rows.append([r.name, f"{a}|{b}", iou, *shares])
+        parts.append(f"**{r.name}** ({len(masks)} languages): used by 0..{len(masks)} "
+                     "languages: " + ", ".join(f"{100 * v:.1f} %" for v in shares)
+                     + f"\n\n![IOU](pathways_iou_{slug}.png) "
+                       f"![sharing](pathways_sharing_{slug}.png)\n")
+    width = max(len(row) for row in rows) - 3
+    _csv(out / "pathways.csv", ["run", "pair", "iou", *[f"used_by_{k}" for k in range(width)]],
+         [row + [""] * (width + 3 - len(row)) for row in rows])
+    return Section("(f) Language pathways",
+                   "IOU between the language pathways of each pathways run and the share of "
+                   "weights used by k languages (paper 003). Data: [pathways.csv](pathways.csv)"
+                   "\n\n" + "\n".join(parts))
+
+
 # ---- everything ----------------------------------------------------------------------------
 
 def write_analysis(exp_dir: str | Path, out_dir: str | Path | None = None,
@@ -571,7 +605,7 @@ def analysis_sections(runs: Sequence[Run], out: Path, metric: str | None = None,
                       split: str | None = None, iou_method: str = "omp",
                       iou_sparsities: Sequence[float] | None = None,
                       lower: bool | None = None) -> list[Section]:
-    """Write the CSV and PNG files of (a), (b), (c) and (e) into `out`; return their sections
+    """Write the CSV and PNG files of (a), (b), (c), (e) and (f) into `out`; return their sections
     (options as in `write_analysis`)."""
     out.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -593,6 +627,9 @@ def analysis_sections(runs: Sequence[Run], out: Path, metric: str | None = None,
     if finished:
         sections.append(write_transfer(runs, out, split, metric))
     sections.append(write_parp_iou(runs, out))
+    pathways = write_pathways(runs, out)
+    if pathways is not None:
+        sections.append(pathways)
     return sections
 
 

@@ -166,3 +166,20 @@ def test_init_from_starts_from_a_finished_runs_weights(workspace, cli, tmp_path)
                root / "train", "--dev", root / "dev", "--out", tmp_path / "x", "--init-from",
                tmp_path)
     assert done.returncode == 2 and "no final/ weights there" in done.stderr
+
+
+def test_analyze_plots_the_pathways_of_each_pathways_run(workspace, cli):
+    root = workspace
+    run = root / "transducer" / "dynamic_lap"
+    if not (run / "outcome.json").is_file():
+        prune(cli, root, "transducer", root / "dynamic_lap.yaml", "dynamic_lap")
+    done = cli("analyze", root / "transducer")
+    assert done.returncode == 0, done.stderr
+    out = root / "transducer" / "analysis"
+    text = (out / "ANALYSIS.md").read_text()
+    assert "(f) Language pathways" in text and "pathways_iou_dynamic_lap.png" in text
+    for png in ("pathways_iou_dynamic_lap.png", "pathways_sharing_dynamic_lap.png"):
+        assert (out / png).stat().st_size > 1000
+    rows = (out / "pathways.csv").read_text().splitlines()
+    assert rows[0].startswith("run,pair,iou,used_by_0,used_by_1,used_by_2")
+    assert rows[1].startswith("dynamic_lap,en-US|fr-FR,")

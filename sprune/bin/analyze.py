@@ -17,6 +17,8 @@ every table, plus CSV files and PNG plots:
   iou_<method>_s<S>.csv / .png          (b) IOU of masks across settings + MPI and RP rows
   transfer_<method>_s<S>.csv / .png     (c) relative error change of mask transfer
   parp_initial_iou.csv / .png           (e) IOU of PARP's final and initial masks
+  pathways.csv, pathways_{iou,sharing}_<run>.png   (f) pathways runs: IOU between language
+                                            pathways, weights used by 0..L languages
 """
 from __future__ import annotations
 
