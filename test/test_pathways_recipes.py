@@ -31,8 +31,8 @@ def tiny_recipe(tmp_path):
     (recipe / "local" / "data.sh").write_text("#!/bin/sh\nexit 0\n")
     for conf in ("prune_adaptive.yaml", "prune_dynamic_ls.yaml"):
         path = recipe / "conf" / conf
-        path.write_text(path.read_text().replace("round_steps: 40", "round_steps: 2")
-                        .replace("adapt_at: 20", "adapt_at: 1")
+        path.write_text(path.read_text().replace("round_steps: 20", "round_steps: 2")
+                        .replace("adapt_at: 10", "adapt_at: 1")
                         .replace("round_steps: 80", "round_steps: 2")
                         .replace("adapt_at: 40", "adapt_at: 1"))
     for lang in LANGS:
