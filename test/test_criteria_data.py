@@ -232,9 +232,14 @@ def expected_to_fail(method, criterion):
 def test_every_method_criterion_and_granularity_runs_or_says_why(tmp_path, dense_dir, method,
                                                                  criterion, granularity):
     config = tiny_config(method, criterion, granularity)
+    if method == "pathways":   # the same toy model on two languages (its pathways are LAP)
+        from test_pathways import context as two_languages
+
+        ctx = two_languages(tmp_path, max_steps=6)
+    else:
+        ctx = context(tmp_path, dense_dir=dense_dir, max_steps=6)
     try:
-        outcome = make_method(config).run(context(tmp_path, dense_dir=dense_dir, max_steps=6),
-                                          tmp_path / "run")
+        outcome = make_method(config).run(ctx, tmp_path / "run")
     except UserError as error:
         assert expected_to_fail(method, criterion), str(error)
         assert "\n" not in str(error) and "has no effect" in str(error)
