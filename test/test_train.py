@@ -221,3 +221,19 @@ def test_length_buckets_cover_every_example_once_and_cut_padding():
     again = EpochBatchSampler(203, 8, seed=3, lengths=lengths, bucket_batches=4)
     again.set_position(1)
     assert list(bucketed) == list(again)[5:]            # restartable mid-epoch
+
+
+def test_grouped_batches_are_monolingual_and_cover_every_example_once():
+    groups = ["aa"] * 7 + ["bb"] * 5 + ["cc"] * 2
+    lengths = [(i * 37) % 11 for i in range(len(groups))]
+    for with_lengths in (None, lengths):
+        sampler = EpochBatchSampler(len(groups), 3, seed=4, lengths=with_lengths, groups=groups)
+        assert sampler.batches_per_epoch() == 3 + 2 + 1
+        for epoch in (0, 1):
+            sampler.set_position(epoch)
+            batches = list(sampler)
+            assert len(batches) == sampler.batches_per_epoch()
+            assert sorted(i for b in batches for i in b) == list(range(len(groups)))
+            assert all(len({groups[i] for i in b}) == 1 for b in batches)
+            sampler.set_position(epoch, 2)   # a resume mid-epoch sees the same remaining batches
+            assert list(sampler) == batches[2:]
