@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("sprune.bin.synth", "speak the offline multilingual intent corpus with espeak-ng"),
     "speak": ("sprune.bin.speak", "speak a text file with espeak-ng into a Kaldi data dir"),
     "mltext": ("sprune.bin.mltext", "sentences in en, fr, it, nl from Debian text packages"),
-    "prep": ("sprune.bin.prep", "Kaldi data dirs from MINDS-14, LibriSpeech, Common Voice"),
+    "prep": ("sprune.bin.prep", "Kaldi data dirs from MINDS-14, LibriSpeech, Common Voice, MLS"),
     "config": ("sprune.bin.config", "print a task config as runs resolve it (or one --get key)"),
     "prune": ("sprune.bin.prune", "fine-tune a task model with a pruning method (or dense)"),
     "decode": ("sprune.bin.decode", "decode with a transducer run, fusing a (pruned) LM"),
