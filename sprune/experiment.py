@@ -132,6 +132,7 @@ class Experiment:
         self.dev_set: AudioDataset | None = None
         self.metadata: dict[str, Any] = {}    # "data", "mask_source" (see the module docstring)
         self.init_from: Path | None = None    # a finished run whose final weights start training
+        self._dev_by_language: dict[str, AudioDataset] = {}   # evaluate_language's subsets
 
     # -- task-specific (subclasses) ----------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -233,7 +234,7 @@ class Experiment:
 
     def evaluate_language(self, model: nn.Module, language: str) -> dict[str, float]:
         """Metrics on the dev utterances tagged `language` (utt2lang) only."""
-        subsets = self.__dict__.setdefault("_dev_by_language", {})
+        subsets = self._dev_by_language
         if language not in subsets:
             tags = self.dev_set.languages() or []
             utts = [u for u, tag in zip(self.dev_set.utts, tags) if tag == language]

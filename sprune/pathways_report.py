@@ -13,7 +13,7 @@ A cell is mean ± standard deviation over the seeds (sample standard deviation, 
 single seed shows no spread). Against the first method of the table (the baseline, IMP by
 default) a difference of means smaller than the larger of the two standard deviations is
 marked "(n.s.)": not significant at this number of seeds. Plots: error vs sparsity per method
-(mean with min-max bars), and for the highest sparsity of seed 1: the IOU between the
+(mean with min-max bars), and for the highest sparsity of the first seed: the IOU between the
 pathways of each pathways run and the share of weights used by 0..L languages, and the drift
 (IOU of consecutive masks) of every adaptive and dynamic run.
 """
@@ -179,7 +179,7 @@ def _cells(table, method: str, sparsity: float, languages: list[str]) -> dict[st
 def _plots(exp: Path, table, methods, sparsities, languages, metric) -> list[Path]:
     from sprune.analysis import _pyplot, _save_figure
     from sprune.prune.mask import Mask
-    from sprune.prune.pathway_stats import (mask_drift, plot_mask_drift, plot_pathway_iou,
+    from sprune.prune.pathway_stats import (plot_mask_drift, plot_pathway_iou,
                                             plot_sharing_histogram)
 
     written = []
@@ -205,10 +205,12 @@ def _plots(exp: Path, table, methods, sparsities, languages, metric) -> list[Pat
     _save_figure(figure, path)
     written.append(path)
 
-    seed_dirs = sorted(p for p in exp.iterdir() if p.is_dir() and SEED_DIR.match(p.name))
+    seed_dirs = [p for p in exp.iterdir() if p.is_dir() and SEED_DIR.match(p.name)]
     if not seed_dirs:
         return written
-    top = seed_dirs[0] / f"s{max(sparsities):g}"
+    first = min(seed_dirs, key=lambda p: int(SEED_DIR.match(p.name).group(1)))
+    top = first / f"s{max(sparsities):g}"
+    drifts = {}
     for method_dir in sorted(p for p in top.iterdir() if p.is_dir()) if top.is_dir() else []:
         pathways = method_dir / "pathways"
         if pathways.is_dir():
@@ -217,17 +219,15 @@ def _plots(exp: Path, table, methods, sparsities, languages, metric) -> list[Pat
                 path = exp / f"{stem}_{method_dir.name}_s{max(sparsities):g}.png"
                 plot(masks, path, title=f"{method_dir.name}, sparsity {max(sparsities):g}")
                 written.append(path)
-    drifts = {}
-    for method_dir in sorted(p for p in top.iterdir() if p.is_dir()) if top.is_dir() else []:
         for rounds in sorted(method_dir.glob("**/rounds")):
             steps = sorted(p for p in rounds.iterdir() if p.is_dir())
             label = str(rounds.parent.relative_to(top))
             if (rounds.parent / "pathways").is_dir():   # one series per language
                 for lang in sorted(p.name for p in steps[0].iterdir()):
                     drifts[f"{label} {lang}"] = [Mask.load(s / lang) for s in steps]
-            elif len(steps) > 1:
+            else:
                 drifts[label] = [Mask.load(s) for s in steps]
-    drifts = {k: v for k, v in drifts.items() if len(v) > 1 and mask_drift(v)}
+    drifts = {k: v for k, v in drifts.items() if len(v) > 1}
     if drifts:
         path = exp / f"mask_drift_s{max(sparsities):g}.png"
         plot_mask_drift(drifts, path, title=f"mask drift, sparsity {max(sparsities):g}")

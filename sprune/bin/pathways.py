@@ -105,9 +105,8 @@ def export_pathway(run_dir: Path, language: str, out: Path) -> None:
                            "pathway": {"run": str(run_dir.resolve()), "language": language}}
     with atomic_dir(out) as tmp:
         experiment.save(tmp)
-        for name in ("prune.json",):
-            if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, tmp / name)
+        if (run_dir / "prune.json").is_file():
+            shutil.copy2(run_dir / "prune.json", tmp / "prune.json")
         save_model_state(model, tmp / "final")
         mask.save(tmp / "mask")
         save_upstream(model.upstream, tmp / "upstream")

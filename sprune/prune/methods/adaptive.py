@@ -89,6 +89,20 @@ def check_rounds(config: PruneConfig) -> None:
                         f"[1, {T}); the adaptation happens inside a round")
 
 
+def round_event(done: int, round_steps: int, adapt_at: int, schedule: list[float]
+                ) -> tuple[str, float] | None:
+    """What happens after update `done` of a run of rounds: ("adapt", s_r) at update
+    `adapt_at` of round r, ("prune", s_r) when round r >= 1 starts at a higher sparsity
+    than round r - 1, else None."""
+    round_index, within = divmod(done, round_steps)
+    if within == adapt_at and round_index < len(schedule):
+        return "adapt", schedule[round_index]
+    if within == 0 and 1 <= round_index < len(schedule) \
+            and schedule[round_index] > schedule[round_index - 1]:
+        return "prune", schedule[round_index]
+    return None
+
+
 class AdaptiveMaskCallback(Callback):
     """The adaptation and pruning steps of the module docstring inside one training run.
 
@@ -119,17 +133,15 @@ class AdaptiveMaskCallback(Callback):
         self._hard = HardMask(trainer.model, self.mask).attach(trainer.optimizer)
 
     def on_step_end(self, trainer: Trainer) -> None:
-        done = trainer.step - trainer.initial_step
-        round_index, within = divmod(done, self.round_steps)
-        if within == self.adapt_at and round_index < len(self.schedule):
+        event = round_event(trainer.step - trainer.initial_step, self.round_steps,
+                            self.adapt_at, self.schedule)
+        if event is None:
+            return
+        kind, sparsity = event
+        if kind == "adapt":
             self._restore(trainer.model)
-            sparsity = self.schedule[round_index]
-            self._switch(trainer, self.select(trainer.model, sparsity, None), "adapt", sparsity)
-        elif within == 0 and 1 <= round_index < len(self.schedule) \
-                and self.schedule[round_index] > self.schedule[round_index - 1]:
-            sparsity = self.schedule[round_index]
-            self._switch(trainer, self.select(trainer.model, sparsity, self.mask), "prune",
-                         sparsity)
+        previous = self.mask if kind == "prune" else None
+        self._switch(trainer, self.select(trainer.model, sparsity, previous), kind, sparsity)
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self._hard is not None:

@@ -46,7 +46,7 @@ from torch import nn
 
 from sprune.errors import UserError
 from sprune.prune.mask import MASK_FILE, Mask
-from sprune.prune.methods.adaptive import check_rounds, sparsity_schedule
+from sprune.prune.methods.adaptive import check_rounds, round_event, sparsity_schedule
 from sprune.prune.methods.base import (Method, MethodOutcome, PruneConfig, PruneContext,
                                        finish, run_training)
 from sprune.prune.pathway_stats import residual, union
@@ -192,16 +192,10 @@ class PathwaysCallback(Callback):
 
     # -- Dynamic ASR Pathways ----------------------------------------------------------------
     def _rounds_step(self, trainer: Trainer) -> None:
-        round_steps, adapt_at, schedule = self.rounds
-        done = trainer.step - trainer.initial_step
-        round_index, within = divmod(done, round_steps)
-        if within == adapt_at and round_index < len(schedule):
-            kind, sparsity = "adapt", schedule[round_index]
-        elif within == 0 and 1 <= round_index < len(schedule) \
-                and schedule[round_index] > schedule[round_index - 1]:
-            kind, sparsity = "prune", schedule[round_index]
-        else:
+        event = round_event(trainer.step - trainer.initial_step, *self.rounds)
+        if event is None:
             return
+        kind, sparsity = event
         unused = residual(self.masks)
         new = {}
         saved = {n: p.detach().clone() for n, p in self._params.items()}
