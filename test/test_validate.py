@@ -205,3 +205,81 @@ def test_validate_wrapper_script(tmp_path, make_data_dir, sprune_on_path):
     proc = run()
     assert proc.returncode == 2 and "Usage:" in proc.stderr
     assert run("--help").returncode == 0
+
+
+def _cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _one_utt_dir(root: Path, audio: Path) -> Path:
+    d = root / f"d_{audio.stem}"
+    d.mkdir()
+    (d / "wav.scp").write_text(f"s-u1 {audio}\n")
+    (d / "utt2spk").write_text("s-u1 s\n")
+    return d
+
+
+def test_truncated_wav_with_intact_header_is_an_error(tmp_path):
+    """libsndfile shortens a cut WAV to the bytes present, so the header's data size decides."""
+    wav = tmp_path / "cut.wav"
+    soundfile.write(str(wav), _tone(1.0), 16000, subtype="PCM_16")
+    d = _one_utt_dir(tmp_path, wav)
+    assert validate_data_dir(d) == []
+    _cut_in_half(wav)
+    problems = validate_data_dir(d)
+    assert len(problems) == 1, problems
+    message = str(problems[0])
+    assert message.startswith(f"{d / 'wav.scp'}:1: 's-u1': audio file {wav} is truncated")
+    assert "declares 16000 frames" in message and "re-create or re-download" in message
+    assert "\n" not in message
+
+
+def test_truncated_flac_is_an_error(tmp_path):
+    flac = tmp_path / "cut.flac"
+    soundfile.write(str(flac), _tone(1.0), 16000)
+    d = _one_utt_dir(tmp_path, flac)
+    assert validate_data_dir(d) == []
+    _cut_in_half(flac)
+    problems = validate_data_dir(d)
+    assert len(problems) == 1, problems
+    assert f"audio file {flac} is truncated or corrupt" in problems[0].message
+    assert "re-create or re-download" in problems[0].message
+
+
+def test_wav_with_extra_chunks_and_streamed_size_is_not_truncated(tmp_path):
+    """A LIST chunk before the data, an odd-sized chunk, and a streaming writer's 0xFFFFFFFF
+    data size are all fine."""
+    pcm = (_tone(0.1) * 32767).astype("<i2").tobytes()
+    fmt = b"fmt " + (16).to_bytes(4, "little") + bytes.fromhex("01000100803e0000007d00000200") \
+        + (16).to_bytes(2, "little")
+    listing = b"LIST" + (5).to_bytes(4, "little") + b"INFOx\x00"  # odd size: one pad byte
+
+    def riff(data_size: int) -> bytes:
+        body = b"WAVE" + fmt + listing + b"data" + data_size.to_bytes(4, "little") + pcm
+        return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+    ok = tmp_path / "chunks.wav"
+    ok.write_bytes(riff(len(pcm)))
+    streamed = tmp_path / "streamed.wav"
+    streamed.write_bytes(riff(0xFFFFFFFF))
+    for path in (ok, streamed):
+        assert validate_data_dir(_one_utt_dir(tmp_path, path)) == [], path
+    short = tmp_path / "short.wav"
+    short.write_bytes(riff(len(pcm) + 2000))
+    problems = validate_data_dir(_one_utt_dir(tmp_path, short))
+    assert len(problems) == 1 and "declares 2600 frames but only 1600" in problems[0].message
+
+
+def test_cli_truncated_wav_exits_2_with_one_line(tmp_path, sprune_cli):
+    wav = tmp_path / "cut.wav"
+    soundfile.write(str(wav), _tone(1.0), 16000, subtype="PCM_16")
+    _cut_in_half(wav)
+    d = _one_utt_dir(tmp_path, wav)
+    proc = sprune_cli("data", "validate", d)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and str(wav) in lines[0] and "truncated" in lines[0]
+    assert "re-create or re-download" in lines[0]
+    assert len(proc.stderr.strip().splitlines()) == 1

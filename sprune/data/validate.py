@@ -9,7 +9,10 @@ user can fix a broken dir in one pass. What it checks:
 - across files: every utterance of wav.scp is in text / utt2spk / utt2lang / utt2intent and
   no file has extra ids; spk2utt (when present) agrees with utt2spk;
 - audio (unless `check_audio=False`): the file or archive entry exists, decodes, is
-  16 kHz (sprune rejects other rates: prep resamples when it writes), mono and not empty.
+  16 kHz (sprune rejects other rates: prep resamples when it writes), mono, not empty and
+  not cut short: a WAV's data chunk must hold the bytes its header declares (read from the
+  RIFF header, no decoding), other formats are decoded once and must yield the frames their
+  header promises.
 
 Utterance ids that do not start with their speaker id are reported once, as a warning:
 Kaldi recommends the prefix (so sorting by utterance also groups speakers) but does not
@@ -18,11 +21,12 @@ require it.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from sprune.data.audio import SAMPLE_RATE, audio_info
+from sprune.data.audio import SAMPLE_RATE, AudioInfo, audio_info, entry_kind
 from sprune.data.datadir import UTT_FILES
 from sprune.errors import UserError
 
@@ -168,6 +172,75 @@ def _check_speaker_prefix(utt2spk: _Table, problems: list[Problem]) -> None:
                                 level=WARNING))
 
 
+def _wav_data_frames(path: str) -> tuple[int, int] | None:
+    """(frames the data chunk declares, frames the file holds) of a RIFF/WAVE file.
+
+    Only the chunk headers are read. None when `path` is not a RIFF/WAVE file, has no data
+    chunk, or declares a streaming size (0 or 0xFFFFFFFF: writers that cannot seek back).
+    libsndfile silently shortens a cut WAV to the bytes present, so its frame count cannot
+    tell; the declared size can.
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        block_align = 1
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"fmt " and chunk_size >= 14:
+                block_align = max(1, struct.unpack("<12xH", f.read(14))[0])
+            elif chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):
+                    return None
+                return chunk_size // block_align, max(0, size - pos - 8) // block_align
+            pos += 8 + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _decoded_frames(path: str) -> tuple[int, str]:
+    """Frames soundfile actually decodes from `path` (in blocks, no copy kept) and the
+    decoder's error, if it stopped on one ("" otherwise)."""
+    import soundfile
+
+    count = 0
+    try:
+        with soundfile.SoundFile(path) as f:
+            while True:
+                block = f.read(1 << 16, dtype="int16")
+                if not len(block):
+                    break
+                count += len(block)
+    except Exception as err:  # libsndfile reports corrupt data with several types
+        return count, str(err).splitlines()[0] if str(err) else type(err).__name__
+    return count, ""
+
+
+def _truncation(entry: str, info: AudioInfo) -> str | None:
+    """Why the plain audio file `entry` is cut short, or None when it holds every frame its
+    header promises. Archive entries and pipes are decoded whole by `audio_info` already."""
+    if entry_kind(entry) != "file":
+        return None
+    fix = "re-create or re-download the file"
+    declared = _wav_data_frames(entry)
+    if declared is not None:
+        promised, present = declared
+        if present < promised:
+            return (f"audio file {entry} is truncated: its header declares {promised} frames but "
+                    f"only {present} are in the file; {fix}")
+        return None
+    if not 0 < info.frames < 1 << 62:  # unknown length (some streamed formats)
+        return None
+    decoded, error = _decoded_frames(entry)
+    if decoded < info.frames or error:
+        why = f" ({error})" if error else ""
+        return (f"audio file {entry} is truncated or corrupt: its header declares {info.frames} "
+                f"frames but only {decoded} decode{why}; {fix}")
+    return None
+
+
 def _check_audio(wav_scp: _Table, problems: list[Problem]) -> None:
     from tqdm import tqdm
 
@@ -187,7 +260,10 @@ def _check_audio(wav_scp: _Table, problems: list[Problem]) -> None:
         if info.channels != 1:
             problems.append(Problem(path, lineno, f"'{utt}' has {info.channels} channels; data dirs "
                                     "must be mono (mix down or pick a channel when preparing)"))
-        if info.frames == 0:
+        truncated = _truncation(entry, info)
+        if truncated:
+            problems.append(Problem(path, lineno, f"'{utt}': {truncated}"))
+        elif info.frames == 0:
             problems.append(Problem(path, lineno, f"'{utt}' holds no samples; remove the utterance"))
 
 
