@@ -169,6 +169,13 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{getattr(args, split)}/utt2intent is missing (--tasks intent)")
         if "ctc" in tasks and d.text is None:
             raise UserError(f"{getattr(args, split)}/text is missing (--tasks ctc)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    # every row loads once before any head trains: a bad spec fails now, not after the rows
+    # before it have been trained (nothing is written until all rows are done)
+    for name, spec, kind in rows_spec:
+        _load(spec, kind)
     sets = {split: AudioDataset(d, preload=True) for split, d in data.items()}
     tokenizer = build_tokenizer("char", data["train"].text.values()) if "ctc" in tasks else None
     rows, test_features = [], {}
@@ -210,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
             f"({'<=' if ok else '>'} {SAME_TOLERANCE:g}: {'OK' if ok else 'FAILED'}); "
             f"metrics identical: {'yes' if identical else 'no'}")
         print(check_lines[-1], flush=True)
-    out = Path(args.out)
     atomic_write_text(out / "downstream.json",
                       json.dumps({"rows": rows, "checks": checks,
                                   "data": {s: str(getattr(args, s)) for s in data}},

@@ -22,7 +22,6 @@ upstream (as `sprune shrink --run OUT --out DIR`).
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -59,14 +58,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.shrink and Path(args.shrink).resolve() in (out.resolve(), *out.resolve().parents):
         raise UserError(f"--shrink {args.shrink} would hold the run folder {out}; pick another")
-    if args.restart and out.exists():
-        shutil.rmtree(out)
-    if finished(out, config):
+    if not args.restart and finished(out, config):
         print(f"{out}: trained before (masks/ and summary.json); not training again")
-    else:
+    else:   # --restart deletes --out once every input has been checked
         summary = train_masks(config, args.train, args.dev, out, where=args.config,
                               log=lambda msg: print(f"sprune l0prune: {msg}", flush=True),
-                              show_progress=sys.stderr.isatty())
+                              show_progress=sys.stderr.isatty(), restart=args.restart)
         final = ", ".join(f"{k} {v:.4f}" for k, v in (summary.get("final_metrics") or {}).items())
         print(f"sprune l0prune: {summary['steps']} updates in {summary['wall_seconds']:.0f} s"
               + (f"; dev {final}" if final else ""))

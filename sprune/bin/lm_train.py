@@ -48,17 +48,19 @@ def load_text(folder: Path, splits: tuple[str, ...] = ("train", "dev")) -> dict[
 
 
 def start_run(args: argparse.Namespace, vocab, max_len: int, dev_lines: int | None):
-    """--restart, then the encoded train/dev text of --text, or None when --out finished before
-    (shared by `sprune lm train` and `sprune lm prune`)."""
+    """The encoded train/dev text of --text, or None when --out finished before (shared by
+    `sprune lm train` and `sprune lm prune`); --restart deletes --out once the text has
+    loaded, so bad input deletes nothing."""
     from sprune.lm.train import LMData
 
-    if args.restart and args.out.exists():
-        shutil.rmtree(args.out)
-    if (args.out / "outcome.json").is_file():
+    if not args.restart and (args.out / "outcome.json").is_file():
         print(f"{args.out}: finished before (outcome.json); nothing to do")
         return None
     text = load_text(args.text)
-    return LMData(vocab, text["train"], text["dev"], max_len, dev_lines)
+    data = LMData(vocab, text["train"], text["dev"], max_len, dev_lines)
+    if args.restart and args.out.exists():
+        shutil.rmtree(args.out)
+    return data
 
 
 def run(args: argparse.Namespace) -> int:

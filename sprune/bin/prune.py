@@ -17,8 +17,11 @@ its mask/ folder or a mask file) instead of computing one: rp/mpi/omp fine-tune 
 subnetwork, parp/parp-p start from it; experiment.json records where it came from.
 
 Finished fine-tuning runs inside the folder are reused and a killed run resumes where its
-last checkpoint left it (`--restart` deletes the folder first). The folder gets
+last checkpoint left it (`--restart` deletes the folder and starts over). The folder gets
 experiment.json, prune.json, mask/, final/ and outcome.json (see sprune.prune.methods.base).
+Every input (config, data dirs, --init-from, --dense, a --mask-from mask against the model) is
+checked before the folder is created or anything in it is touched, so a bad one leaves no
+half-made run behind.
 """
 from __future__ import annotations
 
@@ -122,9 +125,7 @@ def run(args: argparse.Namespace) -> int:
     method = make_method(prune_config)
     check_tests(args.tests)
     out = Path(args.out)
-    if args.restart and out.exists():
-        shutil.rmtree(out)
-    if (out / "outcome.json").is_file():
+    if not args.restart and (out / "outcome.json").is_file():
         todo = [d for d in args.tests if not evaluated(out, d)]
         print(f"{out}: finished before (outcome.json); "
               + ("nothing to do" if not todo else f"evaluating it on {', '.join(todo)}"))
@@ -142,11 +143,18 @@ def run(args: argparse.Namespace) -> int:
         experiment.metadata["init_from"] = str(init_from.resolve())
     if mask_source is not None:
         experiment.metadata["mask_source"] = mask_source
+    dense = Path(args.dense) if args.dense else None
+    context = experiment.context(dense)
+    # Every input is checked before the run folder is touched: a bad one leaves no
+    # half-made run behind (and --restart deletes nothing). The model built here tests the
+    # --init-from weights, the scope and a --mask-from mask against the task model.
+    method.check_inputs(experiment.initial_model(), context)
+    if args.restart and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     experiment.save(out)
     atomic_write_text(out / "prune.json", json.dumps(asdict(prune_config), indent=1) + "\n")
-    dense = Path(args.dense) if args.dense else None
-    outcome = method.run(experiment.context(dense), out, retrain=not args.no_retrain)
+    outcome = method.run(context, out, retrain=not args.no_retrain)
     if outcome is None:
         print(f"{out}: mask found ({method.name}); run again without --no-retrain to fine-tune")
         return 0

@@ -245,7 +245,8 @@ def _load_audio(path: str | Path, role: str) -> AudioDataset:
 
 
 def _check_record(out: Path, record: dict[str, Any]) -> None:
-    """Refuse to continue a run folder made with another config or data."""
+    """Refuse to continue a run folder made with another config or data (writes nothing:
+    `pretrain` writes the record once every input has been checked)."""
     path = out / CONFIG_RECORD
     if path.is_file():
         found = json.loads(path.read_text(encoding="utf-8"))
@@ -253,16 +254,15 @@ def _check_record(out: Path, record: dict[str, Any]) -> None:
             differs = sorted(k for k in record if found.get(k) != record[k])
             raise UserError(f"{path}: {out} was made with another {', '.join(differs)}; use "
                             "another --out or delete the folder to start over")
-    else:
-        atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def unit_datasets(config: PretrainConfig, upstream_config: UpstreamConfig,
                   train_audio: AudioDataset, dev_audio: AudioDataset, out: Path,
                   log: Callable[[str], None], progress: bool
-                  ) -> tuple[UnitDataset, UnitDataset | Subset]:
+                  ) -> tuple[UnitDataset, UnitDataset | Subset, Codebook]:
     """MFCCs, the k-means codebook (fitted on train, or reused from `out`) and the units of
-    both splits; -> (train set, the dev utterances scored at each evaluation)."""
+    both splits; -> (train set, the dev utterances scored at each evaluation, the codebook).
+    Writes nothing: the caller saves a newly fitted codebook."""
     log(f"MFCC features of {len(train_audio)} training utterances")
     train_mfccs = dataset_mfccs(train_audio, progress)
     codebook_path = out / CODEBOOK_FILE
@@ -273,7 +273,6 @@ def unit_datasets(config: PretrainConfig, upstream_config: UpstreamConfig,
         frames = sample_frames(train_mfccs, config.units.max_frames, config.units.seed)
         log(f"k-means: k = {config.units.k} on {frames.shape[0]} MFCC frames")
         codebook = fit_kmeans(frames, config.units.k, config.units.seed, config.units.iterations)
-        codebook.save(codebook_path)
         log(f"k-means: mean squared distance {codebook.inertia:.3f} after "
             f"{codebook.iterations} iterations")
     if codebook.k != config.units.k:
@@ -285,9 +284,10 @@ def unit_datasets(config: PretrainConfig, upstream_config: UpstreamConfig,
     dev_set = UnitDataset(dev_audio, frame_units(dev_audio, dataset_mfccs(dev_audio, progress),
                                                  codebook, upstream_config))
     if not 0 < config.eval_max_utts < len(dev_set):
-        return train_set, dev_set
+        return train_set, dev_set, codebook
     step = len(dev_set) / config.eval_max_utts   # spread over the (sorted) speakers
-    return train_set, Subset(dev_set, [math.floor(i * step) for i in range(config.eval_max_utts)])
+    return (train_set, Subset(dev_set, [math.floor(i * step) for i in range(config.eval_max_utts)]),
+            codebook)
 
 
 def pretrain(config: PretrainConfig, train_dir: str | Path, dev_dir: str | Path,
@@ -299,20 +299,22 @@ def pretrain(config: PretrainConfig, train_dir: str | Path, dev_dir: str | Path,
     out_dir/kmeans.safetensors  the codebook (centroids and the MFCC standardisation)
     out_dir/log.jsonl, checkpoint/, summary.json   the Trainer's (resumable) run
     out_dir/upstream/           the pretrained upstream in sprune's format (written last)
+
+    Every input (data, audio, units, model, the Trainer's settings) is checked before
+    anything is written, so bad ones leave no half-made run folder.
     """
     out = Path(out_dir)
     record = {"config": asdict(config), "train": str(Path(train_dir).resolve()),
               "dev": str(Path(dev_dir).resolve())}
     train_audio = _load_audio(train_dir, "training")
     dev_audio = _load_audio(dev_dir, "dev")
-    out.mkdir(parents=True, exist_ok=True)
     _check_record(out, record)
     if (out / UPSTREAM_DIR / "config.json").is_file() and (out / "summary.json").is_file():
         log(f"{out}: finished before ({UPSTREAM_DIR}/ exists); nothing to do")
         return json.loads((out / "summary.json").read_text(encoding="utf-8"))
     upstream_config = config.model.build()
-    train_set, dev_eval = unit_datasets(config, upstream_config, train_audio, dev_audio, out,
-                                        log, progress)
+    train_set, dev_eval, codebook = unit_datasets(config, upstream_config, train_audio,
+                                                  dev_audio, out, log, progress)
 
     set_seed(config.train.seed)
     upstream = UpstreamModel(upstream_config)
@@ -329,6 +331,11 @@ def pretrain(config: PretrainConfig, train_dir: str | Path, dev_dir: str | Path,
                if config.crop_seconds > 0 else collate_units)
     trainer = Trainer(model, train_set, collate, config.train, out, evaluate=evaluate,
                       show_progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / CONFIG_RECORD).is_file():
+        atomic_write_text(out / CONFIG_RECORD, json.dumps(record, indent=1) + "\n")
+    if not (out / CODEBOOK_FILE).is_file():
+        codebook.save(out / CODEBOOK_FILE)
     summary = trainer.fit(resume=True)
     save_upstream(model.upstream.cpu(), out / UPSTREAM_DIR)
     log(f"{out / UPSTREAM_DIR}: pretrained upstream written")

@@ -189,16 +189,22 @@ def finished(out: str | os.PathLike, config: "L0PruneConfig | None" = None) -> b
 
 def train_masks(config: L0PruneConfig, train_dir: str, dev_dir: str | None, out: str | Path,
                 where: str = "config", log: Callable[[str], None] = print,
-                show_progress: bool = False) -> dict[str, Any]:
+                show_progress: bool = False, restart: bool = False) -> dict[str, Any]:
     """Train the masks of `config` on the audio of `train_dir` into `out` (module docstring).
 
-    Resumes from `out/checkpoint/last` when present; returns the Trainer's summary.
+    Resumes from `out/checkpoint/last` when present; returns the Trainer's summary. Every
+    input (data, upstream, structures, the Trainer's settings) is checked before `out` is
+    touched, so bad ones leave no half-made run folder; `restart` deletes an existing `out`
+    only then.
     """
+    import shutil
+
     from sprune.upstream import load_upstream
 
     out = Path(out)
     resolved = yaml.safe_dump(config.to_dict(), sort_keys=False)
-    _check_same_config(out, resolved)
+    if not restart:
+        _check_same_config(out, resolved)
     train_set = audio_set(train_dir, config.preload_audio)
     dev_set = audio_set(dev_dir, config.preload_audio) if dev_dir else None
     upstream, _ = load_upstream(config.upstream, freeze_feature_encoder=config.frozen_encoder())
@@ -206,9 +212,6 @@ def train_masks(config: L0PruneConfig, train_dir: str, dev_dir: str | None, out:
     set_seed(config.train.seed)  # the gates' initial noise and the projections
     task = StructuredPruningTask(upstream, config.structured, total_steps=total,
                                  where=f"{where}: structured")
-    atomic_write_text(out / CONFIG_FILE, resolved)
-    atomic_write_text(out / DATA_FILE, json.dumps({"train": str(train_dir), "dev": dev_dir},
-                                                  indent=1) + "\n")
     max_samples = (None if config.max_seconds is None
                    else int(round(config.max_seconds * 16000)))
     evaluate = None
@@ -217,6 +220,11 @@ def train_masks(config: L0PruneConfig, train_dir: str, dev_dir: str | None, out:
             return evaluate_dev(task, dev_set, config.train.batch_size)
     trainer = Trainer(task, train_set, CropCollate(max_samples), config.train, out,
                       evaluate=evaluate, callbacks=[SaveMasks()], show_progress=show_progress)
+    if restart and out.exists():
+        shutil.rmtree(out)
+    atomic_write_text(out / CONFIG_FILE, resolved)
+    atomic_write_text(out / DATA_FILE, json.dumps({"train": str(train_dir), "dev": dev_dir},
+                                                  indent=1) + "\n")
     resuming = (out / "checkpoint" / "last").is_dir()
     log(f"{'resuming' if resuming else 'training'} masks: {total} updates, target sparsity "
         f"{config.structured.target_sparsity:g}, structures "

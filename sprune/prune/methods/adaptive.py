@@ -194,6 +194,9 @@ class AdaptivePruning(Method):
         check_rounds(config)    # bad rounds fail now, not after the data is loaded
         self.schedule = sparsity_schedule(config)
 
+    def mask_from_sparsity(self) -> float:
+        return self.schedule[0]
+
     def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome:
         """Masks and weights are found in one run: `retrain` has no effect."""
         c = self.config

@@ -161,6 +161,21 @@ class Method:
         `retrain=True` reuses everything finished."""
         raise NotImplementedError
 
+    def check_inputs(self, model: nn.Module, ctx: PruneContext) -> None:
+        """Fail now, before the run folder is written, on inputs that do not fit the model:
+        the training device, the scope (preset, include, exclude) and a `mask_from` mask (its
+        names and shapes vs `model`, this method's scope, the sparsity it expects). `model` is
+        a fresh `ctx.build_model()` that the caller throws away. Subclasses add their own
+        checks."""
+        resolve_device(ctx.train_config.device)
+        self.scope_names(model, ctx)
+        if self.config.mask_from:
+            self.given_mask(model, ctx, self.mask_from_sparsity())
+
+    def mask_from_sparsity(self) -> float | None:
+        """The sparsity a `mask_from` mask must have for this method (None: any)."""
+        return self.config.sparsity
+
     # ---- helpers shared by the methods -----------------------------------------------------
     def scope_names(self, model: nn.Module, ctx: PruneContext) -> list[str]:
         c = self.config

@@ -22,6 +22,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from torch import nn
+
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
 from sprune.prune.mask import Mask
@@ -40,6 +42,10 @@ class IterativeMagnitudePruning(Method):
         if not 0.0 < c.imp_fraction < 1.0:
             raise UserError(f"imp_fraction must be in (0, 1), got {c.imp_fraction}")
         return imp_schedule(c.sparsity, c.imp_fraction)
+
+    def check_inputs(self, model: nn.Module, ctx: PruneContext) -> None:
+        self.levels()
+        super().check_inputs(model, ctx)
 
     def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
         c = self.config

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from torch import nn
+
 from sprune.errors import UserError
 from sprune.prune.methods.base import (Method, MethodOutcome, PruneContext, finish,
                                        load_model_state, run_training)
@@ -26,13 +28,23 @@ class OneShotMagnitudePruning(Method):
     needs_dense = True
     takes_mask_from = True
 
-    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
-        if self.config.mask_from:
-            return self.run_given_mask(ctx, out_dir, retrain)
+    def check_inputs(self, model: nn.Module, ctx: PruneContext) -> None:
+        """Without mask_from: the dense run is finished and its weights fit the model."""
+        super().check_inputs(model, ctx)
+        if not self.config.mask_from:
+            load_model_state(model, self.dense_dir(ctx) / "final")
+
+    def dense_dir(self, ctx: PruneContext) -> Path:
         dense = ctx.dense_dir
         if dense is None or not (dense / "final").is_dir() or not (dense / "outcome.json").is_file():
             raise UserError(f"OMP needs a finished dense fine-tuning run; {dense} has none "
                             "(run the recipe's dense stage first)")
+        return dense
+
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome | None:
+        if self.config.mask_from:
+            return self.run_given_mask(ctx, out_dir, retrain)
+        dense = self.dense_dir(ctx)
         finetuned = ctx.build_model()
         load_model_state(finetuned, dense / "final")
         mask = self.make_mask(finetuned, ctx, self.config.sparsity)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from sprune.errors import UserError
 from sprune.prune.mask import Mask
 from sprune.prune.methods.base import Method, MethodOutcome, PruneContext, finish, run_training
@@ -33,10 +35,20 @@ class PARP(Method):
     def sparsity_at(self, step: int, max_steps: int) -> float:
         return self.config.sparsity
 
-    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome:
-        """PARP finds and fine-tunes its subnetwork in one run: `retrain` has no effect."""
+    def mask_from_sparsity(self) -> float:
+        return self.initial_sparsity()
+
+    def check_inputs(self, model: nn.Module, ctx: PruneContext) -> None:
+        self.check_reprune_every()
+        super().check_inputs(model, ctx)
+
+    def check_reprune_every(self) -> None:
         if self.config.reprune_every < 1:
             raise UserError(f"reprune_every must be >= 1, got {self.config.reprune_every}")
+
+    def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome:
+        """PARP finds and fine-tunes its subnetwork in one run: `retrain` has no effect."""
+        self.check_reprune_every()
         model = ctx.build_model()
         if self.config.mask_from:
             initial = self.given_mask(model, ctx)

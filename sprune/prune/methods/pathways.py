@@ -227,6 +227,26 @@ class PathwaysCallback(Callback):
             self.events = list(state["events"])
 
 
+def require_languages(ctx: PruneContext) -> None:
+    if not ctx.languages:
+        raise UserError("pathways need the language of every training utterance; add "
+                        "utt2lang to the training data dir")
+
+
+def require_dev_languages(ctx: PruneContext) -> None:
+    if ctx.evaluate_language is None:
+        raise UserError("pathways evaluate each language on its own dev utterances; give "
+                        "a dev data dir with utt2lang")
+
+
+def check_every_language_has_a_mask(masks: dict[str, Mask], ctx: PruneContext) -> None:
+    missing = sorted(set(ctx.languages) - set(masks))
+    if missing:
+        raise UserError(f"training language '{missing[0]}' has no pathway mask (masks "
+                        f"for: {', '.join(sorted(masks))}); add it to pathway_masks or "
+                        "drop its utterances from the training data")
+
+
 class Pathways(Method):
     name = "pathways"
     takes_mask_from = True
@@ -258,26 +278,31 @@ class Pathways(Method):
                 finally:
                     self.config = c
             return masks
-        if not ctx.languages:
-            raise UserError("pathways need the language of every training utterance; add "
-                            "utt2lang to the training data dir")
+        require_languages(ctx)
         lap = (self.given_mask(model, ctx, expected_sparsity=first) if c.mask_from
                else self.make_mask(model, ctx, first))
         return {language: lap for language in ctx.languages}
 
+    def mask_from_sparsity(self) -> float:
+        return self.schedule[0]
+
+    def check_inputs(self, model: nn.Module, ctx: PruneContext) -> None:
+        """Also per-language dev data, the training languages and the pathway_masks (masks
+        the criterion would compute are not computed here)."""
+        super().check_inputs(model, ctx)
+        require_dev_languages(ctx)
+        if self.config.pathway_masks:
+            check_every_language_has_a_mask(self.initial_masks(model, ctx), ctx)
+        else:
+            require_languages(ctx)
+
     def run(self, ctx: PruneContext, out_dir: Path, retrain: bool = True) -> MethodOutcome:
         """Pathways are found and trained in one run: `retrain` has no effect."""
         c = self.config
-        if ctx.evaluate_language is None:
-            raise UserError("pathways evaluate each language on its own dev utterances; give "
-                            "a dev data dir with utt2lang")
+        require_dev_languages(ctx)
         model = ctx.build_model()
         masks = self.initial_masks(model, ctx)
-        missing = sorted(set(ctx.languages) - set(masks))
-        if missing:
-            raise UserError(f"training language '{missing[0]}' has no pathway mask (masks "
-                            f"for: {', '.join(sorted(masks))}); add it to pathway_masks or "
-                            "drop its utterances from the training data")
+        check_every_language_has_a_mask(masks, ctx)
         save_all = lambda name, found: [  # noqa: E731
             m.save(out_dir / "rounds" / name / l, groups=ctx.groups) for l, m in found.items()]
         save_all("000000_initial", masks)
