@@ -103,12 +103,13 @@ def check_problems() -> None:
     a `UserError` naming it. s3prl 0.4.18's `s3prl.problem` imports every task at package
     import, HEAR ones included; beside sprune's venv it needed (found one at a time) the
     packages in `EXTRA_PACKAGES`."""
+    from sprune.offline import import_offline
     from sprune.upstream.s3prl_bridge import install_pandas_shim, install_torchaudio_shim
 
     install_torchaudio_shim()
     install_pandas_shim()
     try:
-        import s3prl.problem  # noqa: F401
+        import_offline("s3prl.problem")
     except ModuleNotFoundError as err:
         raise UserError(f"s3prl's SUPERB problem classes need the Python module '{err.name}', "
                         f"which is not installed; install: pip install "

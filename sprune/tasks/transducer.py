@@ -46,13 +46,15 @@ from sprune.train import param_groups
 
 def import_espnet(module: str) -> Any:
     """Import an ESPnet module without the line espnet's attention module prints on stdout
-    when the optional flash_attn package is missing (it would open every log)."""
+    when the optional flash_attn package is missing (it would open every log) and without
+    the nltk downloads some of its modules try (`sprune.offline`)."""
     import contextlib
-    import importlib
     import io
 
+    from sprune.offline import import_offline
+
     with contextlib.redirect_stdout(io.StringIO()):
-        return importlib.import_module(module)
+        return import_offline(module)
 
 
 @dataclass

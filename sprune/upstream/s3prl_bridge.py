@@ -107,10 +107,13 @@ def install_pandas_shim() -> None:
 
 def import_s3prl() -> types.ModuleType:
     """Install the torchaudio and pandas shims, import s3prl and return `s3prl.hub` (slow
-    the first time: s3prl's hub imports every upstream, espnet's among them)."""
+    the first time: s3prl's hub imports every upstream, espnet's among them; nltk downloads
+    that espnet's import would try are skipped: `sprune.offline`)."""
+    from sprune.offline import import_offline
+
     install_torchaudio_shim()
     install_pandas_shim()
-    return importlib.import_module("s3prl.hub")
+    return import_offline("s3prl.hub")
 
 
 # --- the expert -----------------------------------------------------------------------------
