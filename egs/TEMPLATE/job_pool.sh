@@ -5,20 +5,31 @@
 #                                $pool_log_dir/NAME.log
 #   pool_finish STAGE            wait for every job; on a failure (each is named with the end of
 #                                its log) exit 1 naming STAGE
-# A finished job prints the last line of its log.
+# A finished job prints the last line of its log. On machines other than node 0 of a
+# several-machine run (--num-nodes, --node-rank: utils/launch.sh), which run the same jobs
+# into the same shared folders, the logs go to $pool_log_dir/node<rank>/ instead.
 declare -A pool_jobs=()
 pool_failed=0
 pool_log_dir=${pool_log_dir:-log}
 
+pool_log() {   # pool_log NAME: the log file of job NAME
+  if [ "${num_nodes:-1}" -gt 1 ] && [ "${node_rank:-0}" -gt 0 ]; then
+    echo "$pool_log_dir/node$node_rank/$1.log"
+  else
+    echo "$pool_log_dir/$1.log"
+  fi
+}
+
 pool_job_done() {   # pool_job_done PID STATUS
-  local name=${pool_jobs[$1]}
+  local name=${pool_jobs[$1]} log
   unset "pool_jobs[$1]"
+  log=$(pool_log "$name")
   if [ "$2" -ne 0 ]; then
     pool_failed=1
-    echo "$0: $name failed (exit $2); end of $pool_log_dir/$name.log:" >&2
-    tail -n 5 "$pool_log_dir/$name.log" >&2
+    echo "$0: $name failed (exit $2); end of $log:" >&2
+    tail -n 5 "$log" >&2
   else
-    tail -n 1 "$pool_log_dir/$name.log"
+    tail -n 1 "$log"
   fi
 }
 
@@ -29,11 +40,12 @@ pool_reap_one() {
 }
 
 pool_spawn() {
-  local name=$1
+  local name=$1 log
   shift
   while [ "${#pool_jobs[@]}" -ge "$nj" ]; do pool_reap_one; done
-  mkdir -p "$pool_log_dir"
-  "$@" > "$pool_log_dir/$name.log" 2>&1 &
+  log=$(pool_log "$name")
+  mkdir -p "$(dirname "$log")"
+  "$@" > "$log" 2>&1 &
   pool_jobs[$!]=$name
 }
 

@@ -70,8 +70,11 @@ help_message="Usage: $0 [options]
   --analyze-opts OPTS          more options for sprune analyze"
 
 . ./path.sh
+. utils/launch.sh            # --ngpu, --num-nodes, ...: stages 3-5 train under torchrun
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 tag=${tag:-$(basename "$finetune_config" .yaml)}
 expdir=exp/$tag
@@ -84,6 +87,9 @@ extra=($prune_opts)
 if [ "$threads" != 0 ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
 [ -f "$finetune_config" ] || { echo "$0: --finetune-config $finetune_config not found" >&2; exit 2; }
 case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
+# fine-tuning runs at once in stages 4-5: one under torchrun, whose job uses every process
+# (--ngpu x --num-nodes); stage 6's decoding jobs keep --nj
+train_nj=$(launch_jobs "$nj")
 case $phonemize in
   auto|true|false) ;;
   *) echo "$0: --phonemize takes auto, true or false, got '$phonemize'" >&2; exit 2 ;;
@@ -104,6 +110,8 @@ fi
 pool_log_dir=$expdir/log
 # shellcheck disable=SC1091
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
+# train_spawn NAME COMMAND...: pool_spawn with at most $train_nj training runs at once
+train_spawn() { local nj=$train_nj; pool_spawn "$@"; }
 
 if run_stage 1; then
   # The stamp names the data options, so other languages or seeds prepare the data again.
@@ -155,7 +163,7 @@ for t in $test_sets; do tests+=(--test "$t"); done
 
 if run_stage 3 && [ -z "$mask_from" ]; then
   log "stage 3: dense CTC fine-tuning -> $expdir/dense"
-  sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${tests[@]}" "${extra[@]}"
+  sprune_train prune "${common[@]}" --method dense --out "$expdir/dense" "${tests[@]}" "${extra[@]}"
 fi
 
 # run_done DIR: the run finished and has each test set's result (newer than outcome.json), as
@@ -177,7 +185,7 @@ prune_run() {
   else
     source=(--dense "$expdir/dense")
   fi
-  sprune prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" "${source[@]}" \
+  sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" "${source[@]}" \
     --out "$expdir/${m}_s$s" "${tests[@]}" "$@" "${extra[@]}"
 }
 
@@ -186,7 +194,7 @@ if run_stage 4 && [ -z "$mask_from" ]; then
     for s in $sparsities; do
       run_done "$expdir/${m}_s$s" && continue
       log "stage 4: $m at sparsity $s -> $expdir/${m}_s$s"
-      pool_spawn "prune.${m}_s$s" prune_run "$m" "$s" --no-retrain
+      train_spawn "prune.${m}_s$s" prune_run "$m" "$s" --no-retrain
     done
   done
   pool_finish "stage 4"
@@ -200,7 +208,7 @@ if run_stage 5; then
         continue
       fi
       log "stage 5: $m at sparsity $s: fine-tune the subnetwork${mask_from:+ (mask from $mask_from)}"
-      pool_spawn "retrain.${m}_s$s" prune_run "$m" "$s"
+      train_spawn "retrain.${m}_s$s" prune_run "$m" "$s"
     done
   done
   pool_finish "stage 5"

@@ -67,8 +67,11 @@ A language's monolingual runs (stages 3-4) read conf/finetune_<lang>.yaml when i
 (e.g. its own number of updates), else --finetune-config."
 
 . ./path.sh
+. utils/launch.sh            # --ngpu, --num-nodes, ...: stages 2-5 train under torchrun
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 tag=${tag:-$(basename "$finetune_config" .yaml)}
 dense_config=${dense_config:-$finetune_config}
@@ -86,6 +89,9 @@ for f in "$finetune_config" "$dense_config"; do
   [ -f "$f" ] || { echo "$0: config $f not found" >&2; exit 2; }
 done
 case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
+# every job of the pool trains: under torchrun one at a time, each using every process
+# (--ngpu x --num-nodes), so that jobs do not share GPUs or the rendezvous endpoint
+nj=$(launch_jobs "$nj")
 for m in $methods; do
   case $m in
     imp|adaptive|pathways|dynamic_ls|dynamic_lap) ;;
@@ -140,7 +146,7 @@ if run_stage 2; then
     log "stage 2: $dense finished before"
   else
     log "stage 2: dense multilingual fine-tuning -> $dense"
-    with_threads "$(threads_of "$dense_threads")" sprune prune --config "$dense_config" \
+    with_threads "$(threads_of "$dense_threads")" sprune_train prune --config "$dense_config" \
       --method dense --train data/train --dev data/dev --out "$dense" --test data/test \
       "${extra[@]}"
   fi
@@ -169,7 +175,8 @@ method_config() {
       echo "pathway_masks:"
       for lang in $langs; do echo "  $lang: $(readlink -f "$seed_dir/s$s/imp/$lang/mask")"; done
     fi
-  } > "$run/prune_config.yaml.tmp" && mv "$run/prune_config.yaml.tmp" "$run/prune_config.yaml"
+  } > "$run/prune_config.yaml.tmp.$HOSTNAME.$$" \
+    && mv "$run/prune_config.yaml.tmp.$HOSTNAME.$$" "$run/prune_config.yaml"
   echo "$run/prune_config.yaml"
 }
 
@@ -183,7 +190,7 @@ mono() {
   fi
   local task_config=$finetune_config
   [ ! -f "conf/finetune_$lang.yaml" ] || task_config=conf/finetune_$lang.yaml
-  sprune prune --config "$task_config" --method "$config" --sparsity "$s" \
+  sprune_train prune --config "$task_config" --method "$config" --sparsity "$s" \
     --init-from "$dense" --train "data/$lang/$train_name" --dev "data/$lang/dev" \
     --out "$run" --test "data/$lang/test" --set "train.seed=$seed" "${units[@]}" \
     "${opts[@]}" "${extra[@]}"
@@ -211,7 +218,7 @@ done
 multi() {
   local m=$1 seed=$2 s=$3 run=$expdir/seed$2/s$3/$1 config
   config=$(method_config "$run" "$m" "$s")
-  sprune prune --config "$finetune_config" --method "$config" --sparsity "$s" \
+  sprune_train prune --config "$finetune_config" --method "$config" --sparsity "$s" \
     --init-from "$dense" --train data/train --dev data/dev --out "$run" --test data/test \
     --set "train.seed=$seed" "${units[@]}" "${extra[@]}" "${multi_extra[@]}"
 }

@@ -67,8 +67,11 @@ help_message="Usage: $0 --bpe MODEL --lm-exp DIR [options]
   --note TEXT                  a paragraph under the title of RESULTS.md"
 
 . ./path.sh
+. utils/launch.sh            # --ngpu, --num-nodes, ...: stage 3 trains under torchrun
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 log() { echo "$(date '+%H:%M:%S') [$(basename "$0")] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
@@ -80,6 +83,9 @@ done
 [ -n "$bpe" ] || die "--bpe is empty: give the LM recipe's BPE model (e.g. ../lm1/data/bpe500/bpe.model)"
 [ -f "$train_config" ] || die "config $train_config not found"
 comma() { echo "$*" | tr -s ' ' ','; }
+# torch threads of the training: nj x threads for one process; under torchrun each of its
+# processes gets --threads
+train_threads=$(( $(launch_jobs "$nj") * threads ))
 
 run=exp/$tag/dense
 lodr=data/lodr.2gram
@@ -113,8 +119,8 @@ if run_stage 3; then
     log "stage 3: $run finished before; skipping"
   else
     log "stage 3: transducer ($train_config) on $train_set -> $run"
-    OMP_NUM_THREADS=$((nj * threads)) MKL_NUM_THREADS=$((nj * threads)) \
-      sprune prune --config "$train_config" --method dense ${upstream:+--upstream "$upstream"} \
+    OMP_NUM_THREADS=$train_threads MKL_NUM_THREADS=$train_threads \
+      sprune_train prune --config "$train_config" --method dense ${upstream:+--upstream "$upstream"} \
       --train "$train_set" --dev "$dev_set" --out "$run" --set "transducer.bpe=$bpe" \
       "${train_extra[@]}"
   fi

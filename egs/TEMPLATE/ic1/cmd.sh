@@ -1,4 +1,5 @@
-# How stages run their jobs. sprune runs one process per stage (CPU or one GPU); for several
-# GPUs a stage launches torchrun itself. Kept for ESPnet/Kaldi familiarity.
+# How stages run their jobs. sprune runs one process per training job (CPU or one GPU); with
+# --ngpu / --num-nodes a training stage runs it under torchrun (utils/launch.sh). Kept for
+# ESPnet/Kaldi familiarity.
 export train_cmd="run.pl"
 export cuda_cmd="run.pl"

@@ -38,8 +38,11 @@ help_message="Usage: $0 [options]
   --prune-opts OPTS            more options for sprune prune (e.g. \"--set train.epochs=3\")"
 
 . ./path.sh
+. utils/launch.sh            # --ngpu, --num-nodes, ...: stages 2-4 train under torchrun
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 tag=${tag:-$(basename "$finetune_config" .yaml)}
 expdir=exp/$tag
@@ -71,14 +74,14 @@ fi
 
 if run_stage 2; then
   log "stage 2: dense fine-tuning -> $expdir/dense"
-  sprune prune "${common[@]}" --method dense --out "$expdir/dense" "${extra[@]}"
+  sprune_train prune "${common[@]}" --method dense --out "$expdir/dense" "${extra[@]}"
 fi
 
 if run_stage 3; then
   for m in $methods; do
     for s in $sparsities; do
       log "stage 3: $m at sparsity $s -> $expdir/${m}_s$s"
-      sprune prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
+      sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
         --dense "$expdir/dense" --out "$expdir/${m}_s$s" --no-retrain "${extra[@]}"
     done
   done
@@ -88,7 +91,7 @@ if run_stage 4; then
   for m in $methods; do
     for s in $sparsities; do
       log "stage 4: $m at sparsity $s: fine-tune the subnetwork"
-      sprune prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
+      sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
         --dense "$expdir/dense" --out "$expdir/${m}_s$s" "${extra[@]}"
     done
   done

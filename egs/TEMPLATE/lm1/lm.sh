@@ -68,6 +68,8 @@ help_message="Usage: $0 [options]
   --note TEXT                  a paragraph under the title of RESULTS.md"
 
 . ./path.sh
+. utils/launch.sh             # --ngpu, --num-nodes, ...: stages 3-4 train under torchrun
+help_message+=$launch_help
 args=("$@")
 . utils/parse_options.sh      # first pass: --help, and which --tag
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
@@ -88,6 +90,11 @@ done
 for s in $sizes; do is_count "$s" || die "--sizes: '$s' is not a number of parameters"; done
 for f in "$train_config" "$prune_config"; do [ -f "$f" ] || die "config $f not found"; done
 case $scratch in true|false) ;; *) die "--scratch takes true or false, got '$scratch'";; esac
+launch_check
+# every job of stage 4 trains: under torchrun one at a time, each using every process
+# (--ngpu x --num-nodes), so that jobs do not share GPUs or the rendezvous endpoint; stage 3
+# then gives each process --threads torch threads
+nj=$(launch_jobs "$nj")
 
 data=data/$corpus
 bpe=data/bpe$bpe_size/bpe.model
@@ -134,7 +141,7 @@ if run_stage 3; then
   else
     log "stage 3: dense LM, $dense_steps updates -> $exp/dense"
     OMP_NUM_THREADS=$((nj * threads)) MKL_NUM_THREADS=$((nj * threads)) \
-      sprune lm train --config "$train_config" --text "$data" --bpe "$bpe" --out "$exp/dense" \
+      sprune_train lm train --config "$train_config" --text "$data" --bpe "$bpe" --out "$exp/dense" \
       --set "train.max_steps=$dense_steps" "${train_extra[@]}"
   fi
 fi
@@ -149,7 +156,7 @@ if run_stage 4; then
       [ -f "$run/outcome.json" ] && continue
       todo=$((todo + 1))
       log "stage 4: from scratch at $size parameters, $scratch_steps updates -> $run"
-      pool_spawn "$(basename "$run")" sprune lm train --config "$train_config" --text "$data" \
+      pool_spawn "$(basename "$run")" sprune_train lm train --config "$train_config" --text "$data" \
         --bpe "$bpe" --target-params "$size" --out "$run" \
         --set "train.max_steps=$scratch_steps" "${train_extra[@]}"
     done
@@ -162,7 +169,7 @@ if run_stage 4; then
           [ -f "$run/outcome.json" ] && continue
           todo=$((todo + 1))
           log "stage 4: $method / $criterion / $schedule to $size parameters -> $run"
-          pool_spawn "$(basename "$run")" sprune lm prune --config "$prune_config" \
+          pool_spawn "$(basename "$run")" sprune_train lm prune --config "$prune_config" \
             --lm "$exp/dense/final" --text "$data" --method "$method" --criterion "$criterion" \
             --schedule "$schedule" --target-params "$size" --out "$run" \
             --set "train.max_steps=$finetune_steps" "${prune_extra[@]}"

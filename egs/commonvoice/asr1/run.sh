@@ -54,8 +54,11 @@ done
 [ -f "conf/lang/$lang.conf" ] || { echo "$0: --lang $lang: no conf/lang/$lang.conf (known: $(cd conf/lang && ls | sed 's/\.conf$//' | tr '\n' ' '))" >&2; exit 2; }
 # shellcheck disable=SC1090
 . "conf/lang/$lang.conf"
+. utils/launch.sh   # --ngpu, --num-nodes, ...: passed on to ./asr.sh (torchrun)
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 case $setting in h2l|csr) ;; *) echo "$0: --setting takes h2l or csr, got '$setting'" >&2; exit 2;; esac
 [ -n "$upstream" ] || { echo "$0: pass --upstream (the pretrained model of the $setting setting); see --help" >&2; exit 2; }
 [ -n "$cv_root" ] || [ "$stage" -gt 1 ] || { echo "$0: pass --cv-root DIR (the Common Voice release folder)" >&2; exit 2; }
@@ -73,4 +76,4 @@ data_opts=$(printf -- '--cv-root %q --lang %q --train-hours %q' "$cv_root" "$lan
   --phonemize-opts "--lang-voice $lang=$espeak_voice" \
   --mask-from "$mask_from" \
   --stage "$stage" --stop-stage "$stop_stage" --tag "${tag:-${setting}_$lang}" \
-  --nj "$nj" --threads "$threads" --prune-opts "$prune_opts"
+  --nj "$nj" --threads "$threads" --prune-opts "$prune_opts" "${launch_opts[@]}"

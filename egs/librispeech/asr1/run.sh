@@ -40,8 +40,11 @@ help_message="Usage: $0 --upstream SPEC (--librispeech-root DIR --librilight-roo
   --stage N / --stop-stage N / --tag NAME / --nj N / --threads N / --prune-opts OPTS
                             as in ./asr.sh --help"
 
+. utils/launch.sh   # --ngpu, --num-nodes, ...: passed on to ./asr.sh (torchrun)
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 [ -f "conf/finetune_$split.yaml" ] || { echo "$0: unknown --split '$split' (conf/finetune_$split.yaml missing; use 10min, 1h or 10h)" >&2; exit 2; }
 [ -n "$upstream" ] || { echo "$0: pass --upstream (a local pretrained wav2vec 2.0); see --help" >&2; exit 2; }
 
@@ -58,4 +61,4 @@ for t in $test_sets; do tests+=("data/${t//-/_}"); done
   --local-data-opts "$data_opts" \
   --train-set "data/train_$split" --dev-set "data/${dev_set//-/_}" --test-sets "${tests[*]}" \
   --stage "$stage" --stop-stage "$stop_stage" --tag "${tag:-finetune_$split}" \
-  --nj "$nj" --threads "$threads" --prune-opts "$prune_opts"
+  --nj "$nj" --threads "$threads" --prune-opts "$prune_opts" "${launch_opts[@]}"

@@ -37,7 +37,10 @@ help_message="Usage: $0 --upstream SPEC (--librispeech-root DIR --librilight-roo
   -- OPTIONS                what follows -- goes to ./transducer.sh as it is, e.g.
                             -- --lm-weights \"0.2 0.4\" --nj 4"
 
+. utils/launch.sh   # --ngpu, --num-nodes, ...: passed on to ./transducer.sh (torchrun)
+help_message+=$launch_help
 . utils/parse_options.sh   # stops at --: the rest stays in "$@" for transducer.sh
+launch_check
 [ -f "conf/transducer_$split.yaml" ] || { echo "$0: unknown --split '$split' (conf/transducer_$split.yaml missing; use 10min, 1h or 10h)" >&2; exit 2; }
 [ -n "$upstream" ] || { echo "$0: pass --upstream (a local pretrained wav2vec 2.0); see --help" >&2; exit 2; }
 
@@ -48,4 +51,5 @@ data_opts=$(data_opts "$split" "$dev_set $test_set")
   --upstream "$upstream" --local-data-opts "$data_opts" \
   --train-set "data/train_$split" --dev-set "data/${dev_set//-/_}" \
   --test-set "data/${test_set//-/_}" --bpe "../lm1/data/bpe$bpe_size/bpe.model" \
-  --lm-exp "../lm1/exp/$lm_tag" --stage "$stage" --stop-stage "$stop_stage" "$@"
+  --lm-exp "../lm1/exp/$lm_tag" --stage "$stage" --stop-stage "$stop_stage" \
+  "${launch_opts[@]}" "$@"

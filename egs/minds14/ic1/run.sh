@@ -29,7 +29,10 @@ help_message="Usage: $0 --subset NAME (--minds14-root DIR | --download true) --u
   --sparsities LIST     target sparsities (default \"$sparsities\")
   --stage N / --stop-stage N / --tag NAME / --prune-opts OPTS   as in ./ic.sh --help"
 
+. utils/launch.sh   # --ngpu, --num-nodes, ...: passed on to ./ic.sh (torchrun)
+help_message+=$launch_help
 . utils/parse_options.sh || exit 2
+launch_check
 [ -f "conf/finetune_$subset.yaml" ] || { echo "$0: unknown --subset '$subset' (conf/finetune_$subset.yaml missing)" >&2; exit 2; }
 [ -n "$upstream" ] || { echo "$0: pass --upstream (a local wav2vec 2.0 base checkpoint); see --help" >&2; exit 2; }
 src_opts="--download $download"
@@ -43,4 +46,4 @@ src_opts="--download $download"
   --local-data-opts "--subset $subset $src_opts" \
   --train-set "data/$subset/train" --dev-set "data/$subset/dev" --test-set "data/$subset/test" \
   --stage "$stage" --stop-stage "$stop_stage" --tag "${tag:-finetune_$subset}" \
-  --prune-opts "$prune_opts"
+  --prune-opts "$prune_opts" "${launch_opts[@]}"

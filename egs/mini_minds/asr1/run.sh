@@ -81,9 +81,12 @@ help_message="Usage: $0 [options]
   --prune-opts OPTS            more sprune prune options (e.g. \"--set train.max_steps=600\")"
 
 . ./path.sh
+. utils/launch.sh   # --ngpu, --num-nodes, ...: passed on to ./asr.sh and ../ssl1 (torchrun)
+help_message+=$launch_help
 . utils/parse_options.sh
 . ../../TEMPLATE/job_pool.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 exp=exp${tag:+/$tag}
 log() { echo "$(date '+%H:%M:%S') [run.sh] $*"; }
@@ -99,7 +102,7 @@ asr() {
   shift 3
   ./asr.sh --finetune-config "$finetune_config" --upstream "$up" --tag "${tag:+$tag/}$sub" \
     --train-set "$data/train" --dev-set "$data/dev" --test-sets "$data/test" \
-    --nj "$nj" --threads "$threads" --prune-opts "$prune_opts" "$@"
+    --nj "$nj" --threads "$threads" --prune-opts "$prune_opts" "${launch_opts[@]}" "$@"
 }
 
 if run_stage 1; then
@@ -151,8 +154,11 @@ fi
 if run_stage 3; then
   s=$transfer_sparsity
   # one asr.sh per (source, target) pair, $nj pairs at once with one run each: pairs with a
-  # single run (same language) would leave a core idle inside one asr.sh
+  # single run (same language) would leave a core idle inside one asr.sh; under torchrun one
+  # pair at a time, its run using every process
   pool_log_dir=$exp/tiny_hubert_en/transfer/log
+  pairs_nj=$(launch_jobs "$nj")
+  pair_spawn() { local nj=$pairs_nj; pool_spawn "$@"; }
   for src in "${lang_list[@]}"; do
     for tgt in $transfer_targets; do
       # the same-language omp run is the grid's baseline already; PARP's is PARP from the
@@ -161,7 +167,7 @@ if run_stage 3; then
       [ "$src" != "$tgt" ] || methods_here=$(echo " $transfer_methods " | sed 's/ omp / /')
       [ -n "${methods_here// /}" ] || continue
       log "stage 3: OMP mask of $src fine-tuned on $tgt: $methods_here"
-      pool_spawn "${src}_to_$tgt" asr "tiny_hubert_en/transfer/${src}_to_$tgt" "$lsr_upstream" \
+      pair_spawn "${src}_to_$tgt" asr "tiny_hubert_en/transfer/${src}_to_$tgt" "$lsr_upstream" \
         "data/$tgt" --stage 5 --stop-stage 6 --methods "$methods_here" --sparsities "$s" \
         --mask-from "$exp/tiny_hubert_en/$src" --mask-method omp --nj 1
     done
@@ -180,7 +186,8 @@ if run_stage 5; then
     built=../ssl1/exp/pretrain_all/upstream
     if [ ! -f "$built/config.json" ]; then
       log "stage 5: $csr_upstream not found: pretraining it with ../ssl1 (about 16 min)"
-      (cd ../ssl1 && ./run.sh --langs all --threads "$threads" --stop-stage 2 --tag pretrain_all)
+      (cd ../ssl1 && ./run.sh --langs all --threads "$threads" --stop-stage 2 --tag pretrain_all \
+        "${launch_opts[@]}")
     fi
     csr_upstream=$built
   fi

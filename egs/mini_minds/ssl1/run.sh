@@ -38,8 +38,11 @@ help_message="Usage: $0 [options]
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . ./path.sh
+. utils/launch.sh    # --ngpu, --num-nodes, ...: stage 2 pretrains under torchrun
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 langs_tag=$(echo "$langs" | tr ',' '_')
 data=data/$langs_tag
@@ -66,7 +69,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     log "stage 2: $exp/upstream exists; skipping"
   else
     log "stage 2: pretraining ($pretrain_config) -> $exp"
-    sprune pretrain --config "$pretrain_config" --train "$data/train" --dev "$data/dev" \
+    sprune_train pretrain --config "$pretrain_config" --train "$data/train" --dev "$data/dev" \
       --out "$exp" --threads "$threads"
   fi
 fi

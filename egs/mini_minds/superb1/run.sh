@@ -43,8 +43,11 @@ help_message="Usage: $0 [options]
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . ./path.sh
+. utils/launch.sh    # --ngpu, --num-nodes, ...: stage 2 prunes under torchrun
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 langs_tag=$(echo "$langs" | tr ',' '_')
 data=data/$langs_tag
@@ -69,7 +72,7 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "stage 2: structured pruning ($prune_config) -> $exp/prune"
   # shellcheck disable=SC2086  # prune_opts holds several words
-  sprune l0prune --config "$prune_config" --upstream "$upstream" --train "$data/train" \
+  sprune_train l0prune --config "$prune_config" --upstream "$upstream" --train "$data/train" \
     --dev "$data/dev" --out "$exp/prune" --threads "$threads" $prune_opts
 fi
 
@@ -87,6 +90,8 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     log "stage 4: $exp/downstream is up to date; skipping"
   else
     log "stage 4: frozen-upstream intent + CTC heads: dense vs masked vs shrunk"
+    # one process even with --ngpu: sprune downstream trains its small heads outside
+    # sprune's Trainer (no data parallelism), so torchrun would only repeat its work
     # shellcheck disable=SC2086
     sprune downstream --upstream "dense=$upstream" --masked "pruned_masked=$exp/prune" \
       --upstream "pruned_shrunk=$exp/shrunk" --same pruned_masked,pruned_shrunk \

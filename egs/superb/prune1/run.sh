@@ -49,8 +49,11 @@ help_message="Usage: $0 [options]
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 . ./path.sh
+. utils/launch.sh    # --ngpu, --num-nodes, ...: stage 2 prunes under torchrun
+help_message+=$launch_help
 . utils/parse_options.sh
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
+launch_check
 
 # other --prune-opts are another experiment: their hash joins the default name
 tag=${tag:-$(basename "$prune_config" .yaml)${prune_opts:+_$(echo "$prune_opts" | md5sum | cut -c1-6)}}
@@ -88,7 +91,7 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   need_upstream 2
   log "stage 2: structured pruning ($prune_config) -> $exp/prune"
   # shellcheck disable=SC2086  # prune_opts holds several words
-  sprune l0prune --config "$prune_config" --upstream "$upstream" --train "$train_dir" \
+  sprune_train l0prune --config "$prune_config" --upstream "$upstream" --train "$train_dir" \
     --dev "$dev_dir" --out "$exp/prune" --threads "$threads" $prune_opts
 fi
 
