@@ -61,7 +61,7 @@ from sprune.malloc import keep_freed_memory
 from sprune.prune.apply import zero_pruned
 from sprune.prune.criteria import make_criterion
 from sprune.prune.statistics import score_parameters
-from sprune.train import param_groups
+from sprune.training import param_groups
 
 SIZES: dict[str, dict[str, Any]] = {
     "default": {"layers": 6, "d_model": 512, "heads": 8, "ffn": 2048, "embed": 512,

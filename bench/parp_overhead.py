@@ -26,7 +26,7 @@ from sprune.prune.methods.callbacks import RepruneCallback
 from sprune.prune.scope import resolve_scope
 from sprune.prune.select import select_mask
 from sprune.tasks.intent import IntentClassifier
-from sprune.train import TrainConfig, Trainer
+from sprune.training import TrainConfig, Trainer
 from sprune.upstream import UpstreamModel, preset_config, tiny_config
 
 SIZES = {

@@ -393,7 +393,7 @@ def adaptation_cost(args: argparse.Namespace) -> Section:
     5 % of the round's time)."""
     from sprune.prune.methods import PruneConfig, PruneContext
     from sprune.prune.methods.pathways import Pathways, PathwaysCallback
-    from sprune.train import TrainConfig
+    from sprune.training import TrainConfig
 
     model, optimizer, batch, scope = _ctc_setup(args)
     masks = _language_masks(model, scope, args.languages, args.pathway_sparsity)

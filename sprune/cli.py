@@ -12,11 +12,13 @@ A `UserError` (and an argparse usage error) prints one line to stderr and exits 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from typing import NoReturn, Sequence
 
-from sprune.errors import EXIT_USER_ERROR, UserError
+from sprune.errors import EXIT_USER_ERROR, SharedUserError, UserError
 from sprune.malloc import keep_freed_memory
 
 # name -> (module, one-line help). Help is duplicated here so `sprune --help` imports nothing.
@@ -98,15 +100,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     parser, module = _subcommand_parser(name)
     args = parser.parse_args(argv[1:])
+    from sprune.training import distributed   # imports torch: not before a command runs
+
+    main_rank = True
     try:
-        return int(module.run(args) or 0)
+        # under torchrun: join the process group; rank 0 alone prints results
+        world = distributed.init_from_environment()
+        main_rank = world.is_main
+        with open(os.devnull, "w") as quiet, \
+                contextlib.redirect_stdout(sys.stdout if main_rank else quiet):
+            return int(module.run(args) or 0)
     except UserError as err:
-        print(f"sprune {name}: error: {err}", file=sys.stderr)
+        if main_rank or not isinstance(err, SharedUserError):
+            print(f"sprune {name}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"sprune {name}: interrupted", file=sys.stderr)
         return 130
-
+    finally:
+        distributed.shutdown()
 
 if __name__ == "__main__":
     sys.exit(main())

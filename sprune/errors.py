@@ -16,3 +16,8 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split("\n")))
+
+
+class SharedUserError(UserError):
+    """A `UserError` every process of a distributed run raises alike (a batch size that
+    does not split, configs that differ between processes): rank 0 alone prints it."""

@@ -45,7 +45,7 @@ from sprune.prune.methods import PruneContext
 from sprune.tasks.ctc import CTCCollate, CTCConfig, CTCModel, error_rates, evaluate_ctc
 from sprune.tasks.intent import IntentClassifier, IntentHeadConfig, evaluate_intents
 from sprune.tasks.transducer import TransducerConfig, TransducerModel, decode_transducer
-from sprune.train import EpochBatchSampler, TrainConfig, Trainer, move_to_device, resolve_device
+from sprune.training import EpochBatchSampler, TrainConfig, Trainer, move_to_device, resolve_device
 
 EXPERIMENT_FILE = "experiment.json"
 
@@ -447,7 +447,8 @@ class CTCExperiment(Experiment):
         c = self.config.ctc
         return CTCModel(copy.deepcopy(self._upstream), self.upstream_config.embed_dim,
                         self.tokenizer.vocab_size, layer=c.layer, dropout=c.dropout,
-                        head_lr_scale=c.head_lr_scale)
+                        head_lr_scale=c.head_lr_scale, time_mask_prob=c.time_mask_prob,
+                        time_mask_span=c.time_mask_span)
 
     def evaluate(self, model: nn.Module, dataset: AudioDataset | None = None) -> dict[str, float]:
         c = self.config.ctc

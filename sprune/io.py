@@ -1,12 +1,18 @@
 """Atomic file and directory writes: nothing half-written is ever left at the target path.
 
 Everything is first written next to the target (same file system) and then renamed over it.
+
+In a distributed run (torchrun, `sprune.training.distributed`) every process runs the same
+code, so every process calls these writers at the same points: rank 0 writes the target,
+the other ranks write to a private scratch place that is thrown away, and all of them wait
+(a barrier) until the target is complete, so a process that reads it next finds it whole.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,12 +31,40 @@ FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
 
 
+def _writer_rank() -> tuple[bool, bool]:
+    """(this process writes targets, the run has several processes)."""
+    if "torch.distributed" not in sys.modules:   # nothing distributed was ever started
+        return True, False
+    from sprune.training import distributed
+
+    world = distributed.current()
+    return world.is_main, world.world_size > 1
+
+
+@contextlib.contextmanager
+def _scratch(make_dir: bool) -> Iterator[Path]:
+    """Where a process other than rank 0 writes what it does not keep."""
+    with tempfile.TemporaryDirectory(prefix="sprune-rank-") as scratch:
+        target = Path(scratch) / "out"
+        if make_dir:
+            target.mkdir()
+        yield target
+    from sprune.training import distributed
+
+    distributed.barrier()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it onto `path`.
 
     On an exception the temporary file is removed and `path` is left untouched.
     """
+    writes, several = _writer_rank()
+    if not writes:
+        with _scratch(make_dir=False) as tmp:
+            yield tmp
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -43,6 +77,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+    if several:
+        _barrier()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -57,6 +93,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
     An existing `path` is removed only after the new content is complete.
     """
+    writes, several = _writer_rank()
+    if not writes:
+        with _scratch(make_dir=True) as tmp:
+            yield tmp
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -75,6 +116,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    if several:
+        _barrier()
+
+
+def _barrier() -> None:
+    from sprune.training import distributed
+
+    distributed.barrier()
 
 
 def read_json_object(path: str | os.PathLike, fix: str = "") -> dict:

@@ -14,7 +14,7 @@ from sprune.prune.mask import Mask
 from sprune.prune.methods import PruneConfig, PruneContext, make_method
 from sprune.prune.methods.adaptive import sparsity_schedule
 from sprune.prune.methods.base import load_model_state
-from sprune.train import TrainConfig, Trainer
+from sprune.training import TrainConfig, Trainer
 
 from test_methods import KillAt, build_model, context, prune_config, scoped_zero_fraction
 

@@ -8,7 +8,7 @@ import pytest
 
 from sprune.config import load_config
 from sprune.errors import UserError
-from sprune.train import TrainConfig
+from sprune.training import TrainConfig
 
 
 @dataclass

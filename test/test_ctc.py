@@ -21,7 +21,7 @@ from sprune.tasks.ctc import (CTCCollate, CTCModel, decode_dataset, evaluate_ctc
                               required_frames)
 from sprune.tasks.ctc_decode import (beam_search_batch, collapse, decode_batch, greedy_decode,
                                      greedy_decode_batch, prefix_beam_search)
-from sprune.train import TrainConfig, Trainer
+from sprune.training import TrainConfig, Trainer
 
 SAMPLES_PER_FRAME = 80
 

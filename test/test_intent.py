@@ -107,7 +107,7 @@ def test_pooled_standardizer_uses_batch_statistics_and_survives_a_batch_of_one()
 
 def test_head_learning_rate_is_scaled_and_the_upstream_follows_the_schedule(tmp_path):
     from sprune.tasks.intent import IntentHeadConfig
-    from sprune.train import TrainConfig, Trainer
+    from sprune.training import TrainConfig, Trainer
     torch.manual_seed(0)
     model = IntentClassifier(FakeUpstream(), 4, 2, IntentHeadConfig(lr_scale=4.0))
     data = [{"wavs": torch.randn(800), "intent": i % 2} for i in range(4)]

@@ -24,7 +24,7 @@ from sprune.lm.vocab import LMVocab
 from sprune.prune.apply import zero_pruned
 from sprune.prune.criteria import Magnitude
 from sprune.prune.schedule import Incremental
-from sprune.train import TrainConfig
+from sprune.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
@@ -311,7 +311,7 @@ def test_prune_runs_reach_the_target(lm_setup, method, schedule):
 
 def test_killed_incremental_run_resumes_to_the_same_result(lm_setup, monkeypatch):
     from sprune.lm.checkpoint import load_lm
-    from sprune.train import Trainer
+    from sprune.training import Trainer
 
     root, data, _ = lm_setup
     config = LMPruneConfig(method="structured", criterion="taylor", schedule="cubic",

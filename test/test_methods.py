@@ -13,7 +13,7 @@ from sprune.errors import UserError
 from sprune.prune.mask import Mask
 from sprune.prune.methods import METHODS, PruneConfig, PruneContext, make_method
 from sprune.prune.methods.base import load_model_state
-from sprune.train import Callback, TrainConfig, Trainer
+from sprune.training import Callback, TrainConfig, Trainer
 
 GROUPS = {"hidden": ["net.0.weight", "net.2.weight"]}
 

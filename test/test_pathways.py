@@ -12,7 +12,7 @@ from sprune.errors import UserError
 from sprune.prune.mask import Mask
 from sprune.prune.methods import PruneConfig, PruneContext, make_method
 from sprune.prune.methods.base import load_model_state
-from sprune.train import Callback, TrainConfig, Trainer
+from sprune.training import Callback, TrainConfig, Trainer
 
 from test_methods import GROUPS, KillAt, Toy
 

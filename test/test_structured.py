@@ -18,7 +18,7 @@ from sprune.structured.sparsity import (LagrangianPenalty, ParameterBudget, para
                                         target_sparsity_at)
 from sprune.structured.structures import Structures, gate_shapes, resolve_hierarchy
 from sprune.structured.task import SaveMasks, StructuredPruningConfig, StructuredPruningTask
-from sprune.train import TrainConfig, Trainer
+from sprune.training import TrainConfig, Trainer
 from sprune.upstream import UpstreamModel, tiny_config
 
 

@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 from sprune.checkpoint import flatten_state, load_state, save_state, unflatten_state
 from sprune.errors import UserError
-from sprune.train import Callback, EpochBatchSampler, TrainConfig, Trainer
+from sprune.training import Callback, EpochBatchSampler, TrainConfig, Trainer
 
 
 class ToyClassifier(nn.Module):

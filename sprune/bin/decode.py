@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from sprune.prune.methods.base import load_model_state
     from sprune.tasks.ctc import error_rates
     from sprune.tasks.transducer import EncodedSet, search_encoded
-    from sprune.train import resolve_device
+    from sprune.training import resolve_device
 
     _check(args)
     run_dir = Path(args.run_dir)

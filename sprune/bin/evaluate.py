@@ -41,7 +41,7 @@ def evaluate_run(run_dir: Path, data: str, name: str | None = None, experiment: 
     from `run_dir` when not given."""
     from sprune.experiment import load_experiment
     from sprune.prune.methods.base import load_model_state
-    from sprune.train import resolve_device
+    from sprune.training import resolve_device
 
     if experiment is None:
         experiment = load_experiment(run_dir)

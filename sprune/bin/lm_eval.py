@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from sprune.lm.dataset import SentenceDataset
     from sprune.lm.text import read_lines
     from sprune.lm.vocab import LMVocab, check_vocab_matches
-    from sprune.train import resolve_device
+    from sprune.training import resolve_device
 
     _check_options(args)
     device = resolve_device(args.device)

@@ -74,7 +74,8 @@ def perplexity(model: TransformerLM, dataset: Sequence[Any], batch_size: int = 3
     (predictions), num_sentences (a SentenceDataset's `sentences`: a long sentence cut into
     windows counts once; else len(dataset)) and, for a SentenceDataset, unk_tokens (its
     `<unk>` count, the OOV tokens). Runs in eval mode without gradients (the model's mode is
-    restored); with `device` the model is moved there first.
+    restored); with `device` the model is moved there first. In a distributed run each
+    process scores its share of the batches and the sums are added.
     """
     from tqdm import tqdm
 
@@ -88,7 +89,9 @@ def perplexity(model: TransformerLM, dataset: Sequence[Any], batch_size: int = 3
         model.to(device)
     device = next(model.parameters()).device
     order = _length_order(dataset)
-    starts = range(0, len(order), batch_size)
+    from sprune.training import distributed
+
+    starts = distributed.my_share(range(0, len(order), batch_size))   # this process's batches
     was_training = model.training
     model.eval()
     nll_sum, num_tokens = 0.0, 0
@@ -102,6 +105,8 @@ def perplexity(model: TransformerLM, dataset: Sequence[Any], batch_size: int = 3
                 num_tokens += int(out["num_tokens"])
     finally:
         model.train(was_training)
+    nll_sum, total_tokens = distributed.sum_over_processes([nll_sum, num_tokens])
+    num_tokens = int(total_tokens)
     nll_per_token = nll_sum / max(num_tokens, 1)
     result: dict[str, float | int] = {
         "ppl": math.exp(nll_per_token), "nll_per_token": nll_per_token,

@@ -163,7 +163,7 @@ class TransformerLM(nn.Module, BatchScorerInterface):
         nll_sum = (nll * predicted).sum()
         count = predicted.sum()
         return {"loss": nll_sum / count.clamp(min=1), "nll_sum": nll_sum.detach(),
-                "num_tokens": count.detach()}
+                "num_tokens": count.detach(), "loss_weight": count.detach()}
 
     def init_cache(self, batch_size: int, device: torch.device | str | None = None,
                    capacity: int = 0) -> LMCache:

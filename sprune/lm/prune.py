@@ -56,7 +56,8 @@ from sprune.prune.schedule import Incremental, OneShot
 from sprune.prune.scope import resolve_scope
 from sprune.prune.select import check_sparsity, select_mask
 from sprune.prune.statistics import score_parameters
-from sprune.train import Callback, TrainConfig, Trainer, move_to_device, planned_steps
+from sprune.training import (Callback, TrainConfig, Trainer, distributed, move_to_device,
+                             planned_steps)
 
 METHODS = ("unstructured", "structured", "lowrank")
 LM_SCHEDULES = ("one-shot", "cubic", "linear")
@@ -200,6 +201,7 @@ class LMPruneCallback(Callback):
     def _prune(self, trainer: Trainer, sparsity: float) -> None:
         scores = self.score(trainer.model)
         self.mask, self.state = self.selector.select(scores, sparsity, self.state)
+        distributed.check_same_tensors(self.mask.values(), "the LM pruning mask")
         self.sparsity = sparsity
         self._apply(trainer)
         size = self.selector.size(self.mask)

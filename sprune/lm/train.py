@@ -1,4 +1,4 @@
-"""Training an LM with the one `Trainer` (sprune/train.py): the dense LM, the from-scratch
+"""Training an LM with the one `Trainer` (sprune/training/): the dense LM, the from-scratch
 baselines of given sizes, and (through `sprune.lm.prune`) the fine-tuning of pruned LMs.
 
 A run folder (`sprune lm train --out DIR`):
@@ -24,7 +24,7 @@ from sprune.lm.config import LMConfig
 from sprune.lm.dataset import SentenceDataset, collate_sentences
 from sprune.lm.model import TransformerLM
 from sprune.lm.vocab import LMVocab
-from sprune.train import Callback, TrainConfig, Trainer
+from sprune.training import Callback, TrainConfig, Trainer
 
 
 def _lm_train_defaults() -> TrainConfig:

@@ -65,6 +65,11 @@ class Criterion:
     def detach(self) -> None:
         """Remove what `attach` installed; safe to call more than once."""
 
+    def reduce_across_processes(self, params: Mapping[str, torch.Tensor]) -> None:
+        """Add up the statistics the processes of a distributed run collected on their
+        shares of the batches (`params`: the scored parameters), so every process then
+        scores as one process that saw all the batches (no-op for data-free criteria)."""
+
     def scores(self, params: nn.Module | Mapping[str, torch.Tensor],
                names: Sequence[str] | None = None) -> Scores:
         raise NotImplementedError
@@ -141,6 +146,17 @@ class TaylorFirstOrder(Criterion):
             else:
                 self._sums[name] = contribution.clone()
         self.batches += 1
+
+    def reduce_across_processes(self, params: Mapping[str, torch.Tensor]) -> None:
+        from sprune.training import distributed
+
+        if not distributed.is_distributed():
+            return
+        for name, param in params.items():   # a process without batches adds zeros
+            if name not in self._sums:
+                self._sums[name] = torch.zeros_like(param, dtype=torch.float32)
+        distributed.all_reduce_sum_(self._sums[name] for name in params)
+        self.batches = int(distributed.sum_over_processes([self.batches])[0])
 
     def scores(self, params: nn.Module | Mapping[str, torch.Tensor] | None = None,
                names: Sequence[str] | None = None) -> Scores:
@@ -228,6 +244,21 @@ class Wanda(Criterion):
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def reduce_across_processes(self, params: Mapping[str, torch.Tensor]) -> None:
+        from sprune.training import distributed
+
+        if not distributed.is_distributed():
+            return
+        modules = sorted(set(self._modules.values()))
+        for name, module_name in self._modules.items():   # a process without batches adds 0
+            if module_name not in self._squares:
+                in_features = params[name].shape[1]
+                self._squares[module_name] = torch.zeros(in_features,
+                                                         device=params[name].device)
+        distributed.all_reduce_sum_(self._squares[m] for m in modules)
+        rows = distributed.sum_over_processes([self._rows.get(m, 0) for m in modules])
+        self._rows = {m: int(r) for m, r in zip(modules, rows)}
 
     def scores(self, params: nn.Module | Mapping[str, torch.Tensor],
                names: Sequence[str] | None = None) -> Scores:

@@ -22,7 +22,7 @@ from torch import nn
 
 from sprune.errors import UserError
 from sprune.prune.criteria import Criterion
-from sprune.train import move_to_device
+from sprune.training import distributed, move_to_device
 
 
 @contextmanager
@@ -92,6 +92,11 @@ def score_parameters(criterion: Criterion, model: nn.Module, names: Sequence[str
     they were None), `requires_grad` flags are untouched, the global RNG states are
     restored and hooks removed, even on error. No batches for a data-driven criterion
     (`batches` None or empty) -> UserError.
+
+    In a distributed run each process passes its share of the batches (every world_size-th)
+    and the criterion's statistics are summed over the processes before scoring, so every
+    process gets the scores one process would get from all the batches (up to the order of
+    floating-point additions) and selects the same mask from them.
     """
     names = list(names)
     params = dict(model.named_parameters())
@@ -117,7 +122,11 @@ def score_parameters(criterion: Criterion, model: nn.Module, names: Sequence[str
     with _same_random_state(), _eval_mode(model), _grads_kept(list(params.values())):
         criterion.attach(model, names)
         try:
-            for batch in batches:
+            world = distributed.current()
+            for index, batch in enumerate(batches):
+                seen += 1
+                if index % world.world_size != world.rank:
+                    continue
                 batch = move_to_device(batch, device)
                 if criterion.needs_gradients:
                     for p in params.values():
@@ -131,11 +140,11 @@ def score_parameters(criterion: Criterion, model: nn.Module, names: Sequence[str
                 else:
                     with torch.no_grad():
                         loss_of(model, batch)
-                seen += 1
         finally:
             criterion.detach()
         if seen == 0:
             raise UserError(need_batches)
+        criterion.reduce_across_processes(scoped)
         return criterion.scores(scoped, names)
 
 

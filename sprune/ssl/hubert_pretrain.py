@@ -35,7 +35,7 @@ from sprune.ssl.kmeans import Codebook, fit_kmeans
 from sprune.ssl.labels import (IGNORE_UNIT, CropCollate, UnitDataset, collate_units,
                                dataset_mfccs, frame_units, sample_frames)
 from sprune.ssl.masking import span_mask
-from sprune.train import TrainConfig, Trainer, set_seed
+from sprune.training import TrainConfig, Trainer, set_seed
 from sprune.upstream import UpstreamConfig, UpstreamModel, save_upstream, tiny_config
 from sprune.upstream.model import normalize_waveforms
 

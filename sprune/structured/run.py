@@ -39,7 +39,7 @@ from sprune.errors import UserError
 from sprune.io import atomic_write_text
 from sprune.structured.mask_store import MASKS_JSON, RUN_MASKS_DIR
 from sprune.structured.task import SaveMasks, StructuredPruningConfig, StructuredPruningTask
-from sprune.train import TrainConfig, Trainer, planned_steps, set_seed
+from sprune.training import TrainConfig, Trainer, planned_steps, set_seed
 
 CONFIG_FILE = "config.yaml"
 DATA_FILE = "data.json"

@@ -34,7 +34,7 @@ from sprune.structured.masked import MaskedUpstream
 from sprune.structured.sparsity import (TARGET_RAMP_RATIO, LagrangianPenalty, ParameterBudget,
                                         target_sparsity_at)
 from sprune.structured.structures import Structures
-from sprune.train import Callback, Trainer, param_groups
+from sprune.training import Callback, Trainer, param_groups
 from sprune.upstream.model import UpstreamModel
 
 

@@ -29,7 +29,7 @@ from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.data.tokenizer import BLANK_ID, PhoneTokenizer, Tokenizer
 from sprune.errors import UserError
 from sprune.tasks.ctc_decode import LMScorer, decode_batch
-from sprune.train import param_groups
+from sprune.training import param_groups
 
 
 def required_frames(targets: Tensor, target_lengths: Tensor) -> Tensor:
@@ -75,6 +75,11 @@ class CTCConfig:
     dropout: float = 0.1
     head_lr_scale: float = 1.0       # the fresh head's learning rate = the schedule's x this
                                      # (the pretrained upstream follows the schedule itself)
+    # SpecAugment-style time masking while training (wav2vec 2.0 fine-tuning's regulariser):
+    # spans of `time_mask_span` frames of the projected features, each frame starting one
+    # with probability `time_mask_prob` (0: off), are set to zero; see sprune.ssl.masking
+    time_mask_prob: float = 0.0
+    time_mask_span: int = 10
     decoder: Literal["greedy", "beam"] = "greedy"
     beam: int = 8
     beam_prune: float | None = None  # beam: try only labels with probability >= this
@@ -134,10 +139,16 @@ class CTCModel(nn.Module):
     """
 
     def __init__(self, upstream: nn.Module, embed_dim: int, vocab_size: int, layer: int = -1,
-                 dropout: float = 0.1, head_lr_scale: float = 1.0) -> None:
+                 dropout: float = 0.1, head_lr_scale: float = 1.0,
+                 time_mask_prob: float = 0.0, time_mask_span: int = 10) -> None:
         super().__init__()
         if not head_lr_scale > 0:
             raise UserError(f"ctc.head_lr_scale: {head_lr_scale} must be positive")
+        if not 0.0 <= time_mask_prob < 1.0 or time_mask_span < 1:
+            raise UserError(f"ctc.time_mask_prob {time_mask_prob} must be in [0, 1) and "
+                            f"ctc.time_mask_span {time_mask_span} at least 1")
+        if time_mask_prob > 0:
+            upstream.set_time_masking(time_mask_prob, time_mask_span)
         self.upstream = upstream
         self.layer = layer
         self.dropout = nn.Dropout(dropout)
@@ -164,7 +175,8 @@ class CTCModel(nn.Module):
         check_ctc_lengths(frames, targets, target_lengths, batch.get("utt"))
         loss = F.ctc_loss(log_probs.transpose(0, 1), targets, frames.long(), target_lengths,
                           blank=BLANK_ID, reduction="sum", zero_infinity=False)
-        return {"loss": loss / target_lengths.sum().clamp(min=1)}
+        labels = target_lengths.sum().clamp(min=1)
+        return {"loss": loss / labels, "loss_weight": labels}
 
 
 @dataclass(frozen=True)
@@ -192,7 +204,11 @@ def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
                    decoder: Literal["greedy", "beam"] = "greedy", beam: int = 8,
                    prune: float | None = None, lm_scorer: LMScorer | None = None,
                    batch_size: int = 8, device: torch.device | str | None = None) -> list[Decoded]:
-    """Decode every utterance of `dataset` (which needs transcripts), in dataset order."""
+    """Decode every utterance of `dataset` (which needs transcripts), in dataset order. In a
+    distributed run each process decodes its share of the batches and every process gets
+    the whole list."""
+    from sprune.training import distributed
+
     if decoder not in ("greedy", "beam"):
         raise UserError(f"unknown CTC decoder '{decoder}'; use greedy or beam")
     check_decodable(dataset, "CTC")
@@ -200,9 +216,9 @@ def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
     was_training = model.training
     model.eval()
     # batches of similar length waste little compute on padding; the output keeps dataset order
-    out: list[Decoded | None] = [None] * len(dataset)
+    out: dict[int, Decoded] = {}
     try:
-        for indices in dataset.length_sorted_batches(batch_size):
+        for indices in distributed.my_share(dataset.length_sorted_batches(batch_size)):
             batch = collate_audio([dataset[i] for i in indices])
             log_probs, frames = model.log_probs(batch["wavs"].to(device), batch["lengths"].to(device))
             labels = decode_batch(log_probs.cpu(), frames.cpu(), decoder, beam, prune, lm_scorer)
@@ -211,7 +227,7 @@ def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
                 out[i] = Decoded(utt, lang, tokenizer.normalize(text), tokenizer.decode(ids))
     finally:
         model.train(was_training)
-    return [d for d in out if d is not None]
+    return distributed.merge_indexed(out, len(dataset))
 
 
 def error_rates(decoded: Sequence[Decoded], tokenizer: Tokenizer) -> dict[str, float]:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.errors import UserError
 from sprune.tasks.amsoftmax import AMSoftmax
-from sprune.train import param_groups
+from sprune.training import param_groups
 
 
 @dataclass
@@ -122,14 +122,17 @@ class IntentClassifier(nn.Module):
 
 def evaluate_intents(model: IntentClassifier, dataset: AudioDataset, batch_size: int = 16,
                      device: torch.device | str | None = None) -> dict[str, float]:
-    """Accuracy overall ("accuracy") and per language ("accuracy/<lang>"), in [0, 1]."""
+    """Accuracy overall ("accuracy") and per language ("accuracy/<lang>"), in [0, 1]. In a
+    distributed run each process predicts its share of the batches; the counts are added."""
+    from sprune.training import distributed
+
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     correct: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
-    loader = DataLoader(dataset, batch_sampler=dataset.length_sorted_batches(batch_size),
-                        collate_fn=collate_audio)
+    loader = DataLoader(dataset, batch_sampler=distributed.my_share(
+        dataset.length_sorted_batches(batch_size)), collate_fn=collate_audio)
     for batch in loader:
         pred = model.predict(batch["wavs"].to(device), batch["lengths"].to(device)).cpu()
         hits = (pred == batch["intent"]).tolist()
@@ -139,4 +142,6 @@ def evaluate_intents(model: IntentClassifier, dataset: AudioDataset, batch_size:
                 correct[key] += int(hit)
                 total[key] += 1
     model.train(was_training)
-    return {key: correct[key] / total[key] for key in sorted(total)}
+    keys = sorted(set().union(*distributed.gather_objects(sorted(total))))
+    sums = distributed.sum_over_processes([correct[k] for k in keys] + [total[k] for k in keys])
+    return {key: sums[i] / sums[len(keys) + i] for i, key in enumerate(keys)}

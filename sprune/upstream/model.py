@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sprune.errors import UserError
+from sprune.hostsync import host_read, in_host_memory
 from sprune.upstream.config import UpstreamConfig
 from sprune.upstream.encoder import Encoder
 from sprune.upstream.feature_extractor import ConvFeatureExtractor, FeatureProjection
@@ -60,6 +61,7 @@ class UpstreamModel(nn.Module):
             config.layer_norm_eps, config.feature_projection_dropout)
         self.encoder = Encoder(config)
         self._frozen_extractor = False
+        self._time_masking: tuple[float, int] | None = None
         self.reset_parameters()
         self.freeze_feature_encoder(freeze_feature_encoder)
 
@@ -70,6 +72,14 @@ class UpstreamModel(nn.Module):
         for param in self.feature_extractor.parameters():
             param.requires_grad_(not frozen)
         self.train(self.training)
+
+    def set_time_masking(self, prob: float, span: int) -> None:
+        """While training, zero random spans of the projected features before the
+        transformer (SpecAugment-style time masking, as wav2vec 2.0 fine-tuning does with its
+        mask embedding; zeros keep the parameter set unchanged): each valid frame starts a
+        span of `span` frames with probability `prob` (`sprune.ssl.masking.span_mask`).
+        prob 0 turns it off. Evaluation (eval mode) never masks."""
+        self._time_masking = (prob, span) if prob > 0 else None
 
     @property
     def feature_encoder_frozen(self) -> bool:
@@ -92,10 +102,19 @@ class UpstreamModel(nn.Module):
         if lengths is not None and (lengths.dim() != 1 or lengths.shape[0] != wavs.shape[0]):
             raise ValueError(f"lengths must be [batch] = [{wavs.shape[0]}], "
                              f"got shape {tuple(lengths.shape)}")
-        shortest = int(lengths.min()) if lengths is not None else wavs.shape[1]
-        if lengths is not None and int(lengths.max()) > wavs.shape[1]:
-            raise ValueError(f"a length ({int(lengths.max())}) exceeds the padded audio "
-                             f"({wavs.shape[1]} samples)")
+        if lengths is None:
+            shortest = wavs.shape[1]
+        elif in_host_memory(lengths):
+            with host_read():
+                shortest, longest = int(lengths.min()), int(lengths.max())
+            if longest > wavs.shape[1]:
+                raise ValueError(f"a length ({longest}) exceeds the padded audio "
+                                 f"({wavs.shape[1]} samples)")
+        else:
+            # Lengths on an accelerator are not read: that would stall it at every forward
+            # (see sprune.hostsync). The batch was checked where it was made: AudioDataset
+            # refuses audio shorter than the receptive field, collate pads to the longest.
+            return
         field_size = self.config.receptive_field
         if shortest < field_size:
             raise UserError(
@@ -116,11 +135,25 @@ class UpstreamModel(nn.Module):
         if lengths is None:  # no padding, and no host sync (CUDA graphs can capture this)
             frame_lengths = torch.full((batch,), frames, dtype=torch.long, device=wavs.device)
         else:
-            frame_lengths = self.frame_lengths(lengths.to(wavs.device, torch.long))
-            if int(frame_lengths.min()) < frames:
+            # Whether any sequence is padded is read where the lengths are in host memory
+            # (free); on an accelerator reading it would stall the device at every forward,
+            # so the padding mask is always built there (all False when nothing is padded).
+            frame_lengths = self.frame_lengths(lengths.long())
+            padded = True
+            if in_host_memory(frame_lengths):
+                with host_read():
+                    padded = int(frame_lengths.min()) < frames
+            frame_lengths = frame_lengths.to(wavs.device, non_blocking=True)
+            if padded:
                 padding = (torch.arange(frames, device=wavs.device)[None, :]
                            >= frame_lengths[:, None])
-        hidden_states = self.encoder(self.feature_projection(features), padding)
+        projected = self.feature_projection(features)
+        if self._time_masking is not None and self.training:
+            from sprune.ssl.masking import span_mask
+
+            masked = span_mask(frame_lengths, frames, *self._time_masking)
+            projected = projected.masked_fill(masked.unsqueeze(-1), 0.0)
+        hidden_states = self.encoder(projected, padding)
         return UpstreamOutput(hidden_states=hidden_states, lengths=frame_lengths)
 
     # -- structure ---------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from sprune.prune.mask import Mask
 from sprune.prune.methods.base import (Method, MethodOutcome, PruneConfig, PruneContext,
                                        finish, run_training)
 from sprune.prune.select import check_sparsity
-from sprune.train import Callback, Trainer
+from sprune.training import Callback, Trainer
 
 
 def sparsity_schedule(config: PruneConfig) -> list[float]:

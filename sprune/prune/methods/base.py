@@ -29,7 +29,7 @@ from sprune.prune.mask import Mask
 from sprune.prune.scope import resolve_scope
 from sprune.prune.select import check_sparsity, select_mask
 from sprune.prune.statistics import score_parameters
-from sprune.train import Callback, TrainConfig, Trainer, resolve_device
+from sprune.training import Callback, TrainConfig, Trainer, distributed, resolve_device
 
 
 @dataclass
@@ -215,8 +215,10 @@ class Method:
         scores = score_parameters(crit, model, names, batches, task_loss)
         if allowed is not None:
             scores = {n: torch.where(allowed[n].to(s.device), s, -1.0) for n, s in scores.items()}
-        return select_mask(scores, sparsity, distribution=c.distribution,
+        mask = select_mask(scores, sparsity, distribution=c.distribution,
                            granularity=c.granularity, previous=previous)
+        distributed.check_same_tensors(mask.values(), f"the {self.name} mask")
+        return mask
 
 
     def given_mask(self, model: nn.Module, ctx: PruneContext,

@@ -7,7 +7,7 @@ import torch
 
 from sprune.prune.apply import HardMask, zero_pruned
 from sprune.prune.mask import Mask
-from sprune.train import Callback, Trainer
+from sprune.training import Callback, Trainer
 
 
 class HardMaskCallback(Callback):

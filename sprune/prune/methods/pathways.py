@@ -50,7 +50,7 @@ from sprune.prune.methods.adaptive import check_rounds, round_event, sparsity_sc
 from sprune.prune.methods.base import (Method, MethodOutcome, PruneConfig, PruneContext,
                                        finish, run_training)
 from sprune.prune.pathway_stats import residual, union
-from sprune.train import Callback, Trainer
+from sprune.training import Callback, Trainer
 
 PATHWAYS_DIR = "pathways"
 

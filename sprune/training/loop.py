@@ -1,4 +1,4 @@
-"""One training loop for every task and pruning method.
+"""The training loop every task and pruning method runs.
 
 The `Trainer` owns the loop: AdamW with linear warm-up, gradient clipping, evaluation every N
 steps, atomic checkpoints (safetensors + JSON, see `sprune.checkpoint`), `resume=True` that
@@ -7,243 +7,48 @@ logs (plus TensorBoard when installed). Pruning methods never edit the loop: the
 `Callback`s that see the trainer at fixed points (see `Callback`).
 
 The task model is any `nn.Module` whose `forward(batch)` returns a dict with a scalar "loss"
-(and optionally other scalars to log). Evaluation is a function `evaluate(model) -> metrics`.
+(and optionally other scalars to log, and "loss_weight": what the loss is a mean over, e.g.
+the batch's labels, for distributed runs). Evaluation is a function `evaluate(model) -> metrics`.
 A model may define `optimizer_groups(weight_decay) -> list of AdamW param groups` to replace
 `param_groups`; a group with a "fixed_lr" key keeps that learning rate instead of following
 the schedule (e.g. structured pruning's gates and Lagrange multipliers), and a group with an
 "lr_scale" key follows the schedule times that factor (e.g. a fresh task head learning faster
 than the pretrained upstream).
 
-Written for one process (CPU or one GPU). For DistributedDataParallel, wrap the model in
-`_training_model`, give `EpochBatchSampler` the rank / world size, and log on rank 0 only:
-nothing else in the loop depends on the process count.
+Under torchrun (see `sprune.training.distributed`) the same loop runs in every process:
+`train.batch_size` is the global batch, each process trains on its shard of every global
+batch (`EpochBatchSampler`), the forward runs through DistributedDataParallel (gradients
+averaged across processes during the backward, before any callback sees them), and each
+process's loss is weighted by its share of the global batch ("loss_weight" summed over the
+processes when the model gives it, else examples), so N processes x B/N examples make the
+update one process makes on B. Callbacks keep seeing the plain model
+(`trainer.model`) and the averaged gradients; rank 0 alone writes the log, checkpoints and
+summary. The step itself never waits on the device: losses are read on logging steps only.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
-import random
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset
 
 from sprune.checkpoint import load_state, save_state
-from sprune.errors import UserError
+from sprune.errors import SharedUserError, UserError
 from sprune.io import atomic_write_text
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (the `train:` section of a recipe's YAML)."""
-
-    epochs: float = 10.0            # length of the run in passes over the training set ...
-    max_steps: int | None = None    # ... or in updates (wins when set)
-    batch_size: int = 8
-    lr: float = 5e-5
-    weight_decay: float = 0.01      # not applied to biases and norms
-    warmup_ratio: float = 0.1       # fraction of the updates with linear warm-up from 0
-    lr_schedule: Literal["linear", "constant"] = "linear"   # after warm-up
-    grad_clip: float = 1.0          # max global L2 norm; 0 disables clipping
-    eval_every: int = 100           # updates between evaluations (and at the end)
-    save_every: int = 100           # updates between resumable checkpoints (and at the end)
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | cuda | cuda:N
-    metric: str = "accuracy"        # evaluation metric that picks the best checkpoint
-    metric_mode: Literal["max", "min"] = "max"
-    bucket_by_length: bool = True   # batches of similar-length utterances (less padding)
-    # every batch from one language (the training set's utt2lang); pathways sets it
-    monolingual_batches: bool = False
-    # fp32, or bf16: each update's forward and loss under torch.autocast(bfloat16) (matrix
-    # products and convolutions in bfloat16; weights, gradients and optimizer state stay
-    # float32; bfloat16 needs no loss scaling). Evaluation always runs in float32. Measured
-    # on an H100 (l0prune of wav2vec2 Base, batch 8 x 12 s): 22 % less GPU memory (5.97 vs
-    # 7.63 GiB) but no faster (45 vs 37 s for 150 updates: that run is not bound by its
-    # matrix products); on CPUs without bfloat16 units it is much slower.
-    precision: Literal["fp32", "bf16"] = "fp32"
-
-    def __post_init__(self) -> None:
-        for key in ("batch_size", "eval_every", "save_every", "log_every"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"train.{key}: {value!r} must be a whole number >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise UserError(f"train.max_steps: {self.max_steps} must be >= 1 (or unset)")
-        if not self.epochs > 0 and self.max_steps is None:
-            raise UserError(f"train.epochs: {self.epochs} must be positive")
-        if self.lr < 0 or not 0 <= self.warmup_ratio < 1:
-            raise UserError("train.lr must be >= 0 and train.warmup_ratio in [0, 1)")
-        if self.precision not in ("fp32", "bf16"):
-            raise UserError(f"train.precision: {self.precision!r}; use fp32 or bf16")
-
-
-class Callback:
-    """Hooks into the loop. Every hook gets the trainer and may read or change its state.
-
-    Order in one update: on_step_start -> forward/backward -> after_backward -> clip ->
-    optimizer.step -> on_step_end -> (evaluation -> on_evaluate) -> (checkpoint).
-    State a callback needs after a resume goes in `state_dict` (tensors and JSON values).
-    """
-
-    name: str = "callback"
-
-    def on_train_start(self, trainer: "Trainer") -> None: ...
-    def on_step_start(self, trainer: "Trainer") -> None: ...
-    def after_backward(self, trainer: "Trainer") -> None: ...
-    def on_step_end(self, trainer: "Trainer") -> None: ...
-    def on_evaluate(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
-    def on_epoch_end(self, trainer: "Trainer") -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class EpochBatchSampler(Sampler[list[int]]):
-    """Batches of a seeded permutation per epoch, restartable at any batch.
-
-    The order depends only on (seed, epoch), so a resumed run sees the same batches.
-    Shards by `rank` / `world_size` for DistributedDataParallel. With `lengths` (one per
-    example), each run of `bucket_batches` consecutive batches of the permutation is sorted
-    by length before it is cut into batches, and the batches are then shuffled: batches
-    hold utterances of similar length (less padding, the usual bucketing of speech
-    toolkits) while their order and make-up still change every epoch. With `groups` (a
-    label per example, e.g. its language) every batch holds one group's examples only
-    (monolingual batches), the groups' batches shuffled together.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1, lengths: Sequence[int] | None = None,
-                 bucket_batches: int = 16, groups: Sequence[str] | None = None) -> None:
-        if lengths is not None and len(lengths) != n:
-            raise ValueError(f"{len(lengths)} lengths for {n} examples")
-        if groups is not None and (len(groups) != n or world_size != 1):
-            raise ValueError(f"{len(groups)} group labels for {n} examples, or sharded groups")
-        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
-        self.rank, self.world_size = rank, world_size
-        self.lengths, self.bucket_batches = lengths, bucket_batches
-        self.groups = list(groups) if groups is not None else None
-        self.epoch, self.start_batch = 0, 0
-
-    def set_position(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-
-    def batches_per_epoch(self) -> int:
-        if self.groups is not None:
-            return sum(math.ceil(self.groups.count(g) / self.batch_size)
-                       for g in set(self.groups))
-        return math.ceil(math.ceil(self.n / self.world_size) / self.batch_size)
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch() - self.start_batch
-
-    def epoch_batches(self) -> list[list[int]]:
-        """Every batch of the current epoch for this rank, in order."""
-        gen = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(self.n, generator=gen).tolist() if self.shuffle else list(range(self.n))
-        order = order[self.rank::self.world_size]
-        if self.groups is None and self.lengths is None:
-            size = self.batch_size
-            return [order[b * size:(b + 1) * size] for b in range(self.batches_per_epoch())]
-        if self.groups is None:
-            batches = self._cut(order)
-        else:
-            batches = [batch for g in sorted(set(self.groups))
-                       for batch in self._cut([i for i in order if self.groups[i] == g])]
-        if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
-        return batches
-
-    def _cut(self, order: list[int]) -> list[list[int]]:
-        """`order` cut into batches (length-bucketed when lengths are known)."""
-        size = self.batch_size
-        if self.lengths is None:
-            return [order[b:b + size] for b in range(0, len(order), size)]
-        chunk = size * self.bucket_batches
-        batches = []
-        for start in range(0, len(order), chunk):
-            bucket = sorted(order[start:start + chunk], key=lambda i: self.lengths[i])
-            batches += [bucket[b:b + size] for b in range(0, len(bucket), size)]
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.epoch_batches()[self.start_batch:]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device '{name}' requested but no GPU is visible; use device: cpu")
-    return torch.device(name)
-
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to_device(v, device) for v in batch)
-    return batch
-
-
-def batch_size_of(batch: Any) -> int:
-    """Number of examples in a collated batch: dim 0 of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    values = batch.values() if isinstance(batch, dict) else batch
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            return int(v.shape[0])
-    raise TypeError("cannot tell the batch size: the batch holds no tensor")
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def planned_steps(config: TrainConfig, num_examples: int) -> int:
-    """Updates a `Trainer` with `config` makes over `num_examples` training examples:
-    `max_steps` when set, else `epochs` passes (at least one update)."""
-    if config.max_steps is not None:
-        return config.max_steps
-    per_epoch = EpochBatchSampler(num_examples, config.batch_size, config.seed).batches_per_epoch()
-    return max(1, round(config.epochs * per_epoch))
+from sprune.training import distributed
+from sprune.training.callbacks import Callback
+from sprune.training.config import TrainConfig
+from sprune.training.device import move_to_device, resolve_device
+from sprune.training.run_log import RunLog, progress_bar
+from sprune.training.sampler import EpochBatchSampler, planned_steps
+from sprune.training.state import rng_state, set_rng_state, set_seed
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -274,6 +79,8 @@ class Trainer:
             raise UserError("the training set is empty; check the data dir given for training")
         self.config = config
         self.out_dir = Path(out_dir)
+        self.world = distributed.current()
+        self._check_processes(config, len(train_set))
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
         self.train_set = train_set
@@ -283,7 +90,8 @@ class Trainer:
         lengths = getattr(train_set, "lengths", None) if config.bucket_by_length else None
         self.sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed,
                                          lengths=lengths() if callable(lengths) else None,
-                                         groups=self._languages(train_set, config))
+                                         groups=self._languages(train_set, config),
+                                         rank=self.world.rank, world_size=self.world.world_size)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
         self.max_steps = planned_steps(config, len(train_set))
         self.warmup_steps = int(config.warmup_ratio * self.max_steps)
@@ -303,7 +111,39 @@ class Trainer:
         self.batch: Any = None     # the batch of the current update (callbacks read it)
         self._loader_iter: Iterator[Any] | None = None
         self.show_progress = sys.stderr.isatty() if show_progress is None else show_progress
-        self._tb = None
+        self.run_log = RunLog(self.out_dir)
+        self._forward_model = self._distributed_model()
+
+    def _check_processes(self, config: TrainConfig, examples: int) -> None:
+        """Every process of a distributed run must train the same config on the same data,
+        and the global batch must split evenly between them."""
+        n = self.world.world_size
+        if n == 1:
+            return
+        if config.batch_size % n:
+            raise SharedUserError(f"train.batch_size {config.batch_size} is the global batch and "
+                            f"must split evenly over the {n} processes (WORLD_SIZE); use a "
+                            f"multiple of {n}")
+        setup = json.dumps({"train": dataclasses.asdict(config), "examples": examples},
+                           sort_keys=True, default=str)
+        distributed.check_same(setup, "the train config or training set size",
+                               "start every process with the same config, options and data")
+
+    def _distributed_model(self) -> nn.Module:
+        """The module the training forward runs through: DistributedDataParallel around
+        `model` in a distributed run (it broadcasts rank 0's weights now and averages the
+        gradients during each backward), the model itself otherwise. DDP must be told when a
+        forward may skip parameters (an upstream with LayerDrop skips whole layers); that
+        costs a walk over the graph every update, so it is asked for only then."""
+        if self.world.world_size == 1:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        skips = any(getattr(getattr(module, "config", None), "layerdrop", 0) or 0
+                    for module in self.model.modules())
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=ids,
+                                       find_unused_parameters=bool(skips))
 
     @staticmethod
     def _languages(train_set: Dataset, config: TrainConfig) -> list[str] | None:
@@ -334,21 +174,8 @@ class Trainer:
 
     # ---- logging --------------------------------------------------------------------
     def log(self, event: str, **values: Any) -> None:
-        record = {"event": event, "step": self.step, "epoch": self.epoch, **values}
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.out_dir / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for k, v in values.items():
-                if isinstance(v, (int, float)):
-                    self._tb.add_scalar(f"{event}/{k}", v, self.step)
-
-    def _open_tensorboard(self) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard is optional
-            return
-        self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+        """One event in log.jsonl (and TensorBoard); rank 0 only."""
+        self.run_log.write({"event": event, "step": self.step, "epoch": self.epoch, **values})
 
     # ---- checkpoints ----------------------------------------------------------------
     @property
@@ -364,7 +191,7 @@ class Trainer:
                          "best_metric": self.best_metric, "max_steps": self.max_steps,
                          "initial_step": self.initial_step},
             "last_metrics": self.last_metrics,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
         }
 
@@ -381,9 +208,11 @@ class Trainer:
         self.last_metrics = state["last_metrics"]
         for cb in self.callbacks:
             cb.load_state_dict(state["callbacks"].get(cb.name, {}))
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
+        """checkpoint/last (written by rank 0; every process waits until it is complete)."""
+        self.sync_buffers()
         save_state(self.checkpoint_dir / "last", self.state_dict())
 
     def save_model(self, name: str) -> Path:
@@ -397,7 +226,15 @@ class Trainer:
         self.model.load_state_dict(load_state(self.checkpoint_dir / name)["model"])
 
     # ---- the loop -------------------------------------------------------------------
+    def sync_buffers(self) -> None:
+        """Give every process rank 0's buffers (running statistics a training forward
+        updates from its own shard); DDP does so before each forward, this before an
+        evaluation or checkpoint, so every process evaluates and saves the same model."""
+        if self.world.world_size > 1:
+            distributed.broadcast_(list(self.model.buffers()))
+
     def evaluate(self) -> dict[str, float]:
+        self.sync_buffers()
         if self.evaluate_fn is None:
             return {}
         self.model.eval()
@@ -417,6 +254,24 @@ class Trainer:
                 self.best_metric = value
                 self.save_model("best")
         return metrics
+
+    def _scaled_loss(self, out: dict[str, Any], share: float) -> torch.Tensor:
+        """The loss to differentiate: in a distributed run, times world_size x this
+        process's part of the global batch, so DDP's average of the gradients is the global
+        batch's gradient. The part is loss_weight / its sum over the processes when the model
+        reports "loss_weight" (a loss that is a mean over labels or tokens), else the share
+        of examples; a stand-in shard (share 0) adds nothing. No host sync: the sum stays a
+        tensor."""
+        loss = out["loss"]
+        n = self.world.world_size
+        if n == 1:
+            return loss
+        if "loss_weight" not in out:
+            return loss * (share * n)
+        local = out["loss_weight"].detach().float().reshape(1) * (1.0 if share > 0 else 0.0)
+        total = local.clone()
+        distributed.all_reduce_sum_([total])
+        return loss * (local * n / total.clamp(min=1e-12)).squeeze(0)
 
     def restart_data(self) -> None:
         """Re-create the data iterator at (epoch, batch_in_epoch); call after changing them."""
@@ -444,23 +299,24 @@ class Trainer:
         set_seed(self.config.seed)
         if resume and (self.checkpoint_dir / "last").is_dir():
             self.load_state_dict(load_state(self.checkpoint_dir / "last"))
+            self.run_log.start(fresh=False)
             self.log("resume")
         else:
-            if (self.out_dir / "log.jsonl").exists():
-                (self.out_dir / "log.jsonl").unlink()
+            self.run_log.start(fresh=True)
             if not 0 <= initial_step < self.max_steps:
                 raise ValueError(f"initial_step {initial_step} outside [0, {self.max_steps})")
             self.step = self.initial_step = initial_step
             self.epoch, self.batch_in_epoch = divmod(initial_step, self.steps_per_epoch)
-        self._open_tensorboard()
         self.model.train()
         for cb in self.callbacks:
             cb.on_train_start(self)
-        bar = tqdm(total=self.max_steps, initial=self.step, disable=not self.show_progress,
-                   desc=self.out_dir.name, dynamic_ncols=True, leave=False)
+        bar = progress_bar(self.max_steps, self.step, self.out_dir.name, self.show_progress)
+        trained = [p for g in self.optimizer.param_groups for p in g["params"]]
         self._loader_iter = None
         while self.step < self.max_steps and not self.should_stop:
             batch = self.batch = self._next_batch()
+            share = self.sampler.shard_weight(self.batch_in_epoch)
+            global_batch = len(self.sampler.global_batches()[self.batch_in_epoch])
             for cb in self.callbacks:
                 cb.on_step_start(self)
             lr = self.lr_at(self.step)
@@ -468,20 +324,20 @@ class Trainer:
                 group["lr"] = group.get("fixed_lr", lr * group.get("lr_scale", 1.0))
             with torch.autocast(self.device.type, dtype=torch.bfloat16,
                                 enabled=self.config.precision == "bf16"):
-                out = self.model(move_to_device(batch, self.device))
+                out = self._forward_model(move_to_device(batch, self.device))
             self.loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)
-            self.loss.backward()
+            # DDP averages the processes' gradients; weighting each loss by the process's
+            # share of the global batch makes that average the global batch's gradient
+            self._scaled_loss(out, share).backward()
             for cb in self.callbacks:
                 cb.after_backward(self)
             if self.config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in self.optimizer.param_groups for p in g["params"]],
-                    self.config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trained, self.config.grad_clip)
             self.optimizer.step()
             self.step += 1
             self.batch_in_epoch += 1
-            self.samples_seen += batch_size_of(batch)
+            self.samples_seen += global_batch
             if self.batch_in_epoch >= self.steps_per_epoch:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self)
@@ -492,7 +348,8 @@ class Trainer:
                 cb.on_step_end(self)
             bar.update(1)
             if self.step % self.config.log_every == 0:
-                scalars = {k: float(v.detach()) for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1}
+                scalars = {k: float(v.detach()) for k, v in out.items()
+                           if torch.is_tensor(v) and v.numel() == 1 and k != "loss_weight"}
                 self.log("train", lr=lr, **scalars)
                 bar.set_postfix(loss=f"{float(self.loss.detach()):.3f}")
             last = self.step >= self.max_steps or self.should_stop
@@ -501,12 +358,12 @@ class Trainer:
             if self.step % self.config.save_every == 0 or last:
                 self.save_checkpoint()
         bar.close()
+        self.sync_buffers()
         for cb in self.callbacks:
             cb.on_train_end(self)
         summary = {"steps": self.step, "updates": self.step - self.initial_step,
                    "passes": self.passes, "best_metric": self.best_metric,
                    "final_metrics": self.last_metrics, "wall_seconds": time.time() - start_time}
         atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
-        if self._tb is not None:
-            self._tb.close()
+        self.run_log.close()
         return summary
