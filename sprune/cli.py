@@ -102,16 +102,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     from sprune.training import distributed   # imports torch: not before a command runs
 
-    main_rank = True
+    world = distributed.World()
     try:
         # under torchrun: join the process group; rank 0 alone prints results
         world = distributed.init_from_environment()
-        main_rank = world.is_main
         with open(os.devnull, "w") as quiet, \
-                contextlib.redirect_stdout(sys.stdout if main_rank else quiet):
+                contextlib.redirect_stdout(sys.stdout if world.is_main else quiet):
             return int(module.run(args) or 0)
     except UserError as err:
-        if main_rank or not isinstance(err, SharedUserError):
+        # every process of a run meets the same bad input: one line from each machine (its
+        # first process), and a SharedUserError (one for all by construction) from rank 0
+        if world.is_main or (world.local_rank == 0 and not isinstance(err, SharedUserError)):
             print(f"sprune {name}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
@@ -119,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         distributed.shutdown()
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -373,3 +373,34 @@ def test_head_learning_rate_scale_reaches_the_optimizer(tmp_path, make_data_dir)
     assert lrs[10.0] == pytest.approx(10 * lrs[1.0])
     with pytest.raises(UserError, match="head_lr_scale"):
         CTCModel(FakeUpstream(), embed_dim=8, vocab_size=tok.vocab_size, head_lr_scale=0.0)
+
+
+def test_time_masking_zeroes_spans_of_the_encoder_input_while_training_only():
+    """ctc.time_mask_prob: spans of the projected features are zero in training; an eval
+    forward is the unmasked model's; a probability outside [0, 1) is a config error."""
+    from sprune.upstream import UpstreamModel, tiny_config
+
+    torch.manual_seed(0)
+    upstream = UpstreamModel(tiny_config("wav2vec2"))
+    plain = UpstreamModel(tiny_config("wav2vec2"))
+    plain.load_state_dict(upstream.state_dict())
+    model = CTCModel(upstream, embed_dim=upstream.config.embed_dim, vocab_size=5,
+                     time_mask_prob=0.2, time_mask_span=3)
+    seen = []
+    upstream.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    wavs = torch.randn(2, 16000)
+    lengths = torch.tensor([16000, 12000])
+    model.train()
+    upstream(wavs, lengths)
+    zero_rows = (seen[-1] == 0).all(-1)                       # [B, T] masked frames
+    assert zero_rows.any(1).all() and not zero_rows.all()
+    valid = upstream.frame_lengths(lengths)
+    assert not zero_rows[1, int(valid[1]):].any()             # padding is never masked
+    model.eval()
+    with torch.no_grad():
+        masked_off = upstream(wavs, lengths).hidden_states[-1]
+        reference = plain.eval()(wavs, lengths).hidden_states[-1]
+    assert not (seen[-1] == 0).all(-1).any()
+    assert torch.equal(masked_off, reference)
+    with pytest.raises(UserError, match="time_mask_prob"):
+        CTCModel(UpstreamModel(tiny_config("wav2vec2")), 8, 5, time_mask_prob=1.0)

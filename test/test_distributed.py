@@ -51,8 +51,8 @@ def torchrun(nproc: int, *args: str | Path, script: Path | None = None,
 def error_lines(result: subprocess.CompletedProcess, command: str) -> list[str]:
     """sprune's error lines in a failed torchrun's output (torchrun adds its own report)."""
     assert result.returncode != 0
-    return sorted({line for line in result.stderr.splitlines()
-                   if line.startswith(f"sprune {command}: error: ")})
+    return [line for line in result.stderr.splitlines()
+            if line.startswith(f"sprune {command}: error: ")]
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,13 @@ def test_a_batch_that_does_not_split_is_one_line(workspace):
     lines = error_lines(result, "prune")
     assert lines == ["sprune prune: error: train.batch_size 3 is the global batch and must "
                      "split evenly over the 2 processes (WORLD_SIZE); use a multiple of 2"]
+
+
+def test_a_bad_input_every_process_meets_is_one_line(workspace):
+    result = torchrun(2, *prune_args(workspace, "no_upstream"), "--upstream",
+                      workspace / "missing")
+    lines = error_lines(result, "prune")
+    assert len(lines) == 1 and "missing" in lines[0]
 
 
 def test_configs_that_differ_between_processes_are_one_line(workspace, tmp_path):
