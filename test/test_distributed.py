@@ -279,3 +279,23 @@ def test_lm_training_two_processes_as_one(tmp_path, cli):
     other = load_file(str(next((tmp_path / "two" / "final").glob("*.safetensors"))))
     worst = max(float((one[k] - other[k]).abs().max()) for k in one)
     assert worst < 5e-5, f"weights differ by {worst}"
+
+
+def test_downstream_two_processes_share_the_extraction(workspace, cli):
+    """`sprune downstream` under torchrun: each process extracts its share of the
+    features, all heads train on all of them: the numbers of one process."""
+    root = workspace
+    args = ["downstream", "--upstream", f"dense={root / 'upstream'}", "--train", root / "train",
+            "--dev", root / "dev", "--test", root / "dev", "--intent-epochs", "5",
+            "--ctc-epochs", "2", "--threads", "1"]
+    assert cli(*args, "--out", root / "exp" / "ds_one").returncode == 0
+    two = torchrun(2, *args, "--out", root / "exp" / "ds_two")
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    def numbers(run: str) -> dict:
+        document = json.loads((root / "exp" / run / "downstream.json").read_text())
+        return json.loads(json.dumps(document).replace("ds_one", "ds_two"),
+                          object_hook=lambda d: {k: v for k, v in d.items()
+                                                 if "seconds" not in k})
+
+    assert numbers("ds_one") == numbers("ds_two")

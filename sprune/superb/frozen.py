@@ -57,18 +57,23 @@ class Features:
 def extract_features(upstream: UpstreamFn, dataset: AudioDataset, batch_size: int = 8
                      ) -> Features:
     """Run the (eval-mode) upstream over `dataset`, batching utterances of similar length.
-    The wavs take the upstream's dtype; the features are kept in float32."""
+    The wavs take the upstream's dtype; the features are kept in float32. Under torchrun
+    each process runs its share of the batches and every process gets all the features
+    (the heads then train alike on every process; rank 0 writes)."""
+    from sprune.training import distributed
+
     dtype = next(upstream.parameters()).dtype  # type: ignore[attr-defined]
-    frames: list[Tensor | None] = [None] * len(dataset)
-    for indices in dataset.length_sorted_batches(batch_size):
+    found: dict[int, Tensor] = {}
+    for indices in distributed.my_share(dataset.length_sorted_batches(batch_size)):
         batch = collate_audio([dataset[i] for i in indices])
         out = upstream(batch["wavs"].to(dtype), batch["lengths"])
         stacked = torch.stack(list(out.hidden_states), dim=1).float()   # [B, L + 1, T', D]
         for row, index in enumerate(indices):
-            frames[index] = stacked[row, :, :int(out.lengths[row])].clone()
+            found[index] = stacked[row, :, :int(out.lengths[row])].cpu().clone()
+    frames = distributed.merge_indexed(found, len(dataset))
     data = dataset.data
     utts = list(dataset.utts)
-    return Features(utts=utts, frames=frames,  # type: ignore[arg-type]
+    return Features(utts=utts, frames=frames,
                     texts=[data.text.get(u) if data.text else None for u in utts],
                     intents=[data.utt2intent.get(u) if data.utt2intent else None for u in utts],
                     langs=[data.utt2lang.get(u) if data.utt2lang else None for u in utts])

@@ -90,10 +90,10 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
     log "stage 4: $exp/downstream is up to date; skipping"
   else
     log "stage 4: frozen-upstream intent + CTC heads: dense vs masked vs shrunk"
-    # one process even with --ngpu: sprune downstream trains its small heads outside
-    # sprune's Trainer (no data parallelism), so torchrun would only repeat its work
+    # under --ngpu the processes share the feature extraction; the small heads then train
+    # alike on each (rank 0 writes)
     # shellcheck disable=SC2086
-    sprune downstream --upstream "dense=$upstream" --masked "pruned_masked=$exp/prune" \
+    sprune_train downstream --upstream "dense=$upstream" --masked "pruned_masked=$exp/prune" \
       --upstream "pruned_shrunk=$exp/shrunk" --same pruned_masked,pruned_shrunk \
       --train "$data/train" --dev "$data/dev" --test "$data/test" --out "$exp/downstream" \
       --threads "$threads" $downstream_opts
