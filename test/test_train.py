@@ -237,3 +237,28 @@ def test_grouped_batches_are_monolingual_and_cover_every_example_once():
             assert all(len({groups[i] for i in b}) == 1 for b in batches)
             sampler.set_position(epoch, 2)   # a resume mid-epoch sees the same remaining batches
             assert list(sampler) == batches[2:]
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]])
+def test_sharded_batches_split_the_one_process_batches(lengths):
+    """Process r of N takes examples r, r + N, ... of each global batch: together the shards
+    are the one-process batches; a global batch smaller than N gives a stand-in shard of
+    weight 0 (its first example again)."""
+    one = EpochBatchSampler(11, 4, seed=2, lengths=lengths)
+    for epoch in range(2):
+        one.set_position(epoch)
+        shards = []
+        for rank in range(3):
+            sampler = EpochBatchSampler(11, 4, seed=2, lengths=lengths, rank=rank, world_size=3)
+            sampler.set_position(epoch)
+            shards.append((list(sampler), [sampler.shard_weight(i) for i in range(3)]))
+        for b, batch in enumerate(one.epoch_batches()):
+            parts = [shards[rank][0][b] for rank in range(3)]
+            weights = [shards[rank][1][b] for rank in range(3)]
+            real = [part for part, w in zip(parts, weights) if w > 0]
+            assert sorted(i for part in real for i in part) == sorted(batch)
+            assert sum(weights) == pytest.approx(1.0)
+            for part, w in zip(parts, weights):
+                assert w == pytest.approx(len(part) / len(batch)) if w > 0 else part == batch[:1]
+    last = EpochBatchSampler(5, 4, seed=0, shuffle=False, rank=1, world_size=2)
+    assert last.epoch_batches() == [[1, 3], [4]] and last.shard_weight(1) == 0.0

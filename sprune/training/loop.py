@@ -121,9 +121,9 @@ class Trainer:
         if n == 1:
             return
         if config.batch_size % n:
-            raise SharedUserError(f"train.batch_size {config.batch_size} is the global batch and "
-                            f"must split evenly over the {n} processes (WORLD_SIZE); use a "
-                            f"multiple of {n}")
+            raise SharedUserError(f"train.batch_size {config.batch_size} is the global batch "
+                                  f"and must split evenly over the {n} processes "
+                                  f"(WORLD_SIZE); use a multiple of {n}")
         setup = json.dumps({"train": dataclasses.asdict(config), "examples": examples},
                            sort_keys=True, default=str)
         distributed.check_same(setup, "the train config or training set size",
@@ -282,10 +282,12 @@ class Trainer:
             self.sampler.set_position(self.epoch, self.batch_in_epoch)
             # Its own generator: starting an iterator would otherwise draw from the global
             # RNG, so a run resumed mid-epoch would see other random numbers than an
-            # uninterrupted one (random crops in collate, dropout, gate noise).
+            # uninterrupted one (random crops in collate, dropout, gate noise). Pinned
+            # batches on a GPU: their non-blocking upload does not wait for its queue.
             self._loader_iter = iter(DataLoader(self.train_set, batch_sampler=self.sampler,
                                                 collate_fn=self.collate_fn, num_workers=0,
-                                                generator=torch.Generator()))
+                                                generator=torch.Generator(),
+                                                pin_memory=self.device.type == "cuda"))
         return next(self._loader_iter)
 
     def fit(self, resume: bool = False, initial_step: int = 0) -> dict[str, Any]:
