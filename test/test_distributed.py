@@ -299,3 +299,35 @@ def test_downstream_two_processes_share_the_extraction(workspace, cli):
                                                  if "seconds" not in k})
 
     assert numbers("ds_one") == numbers("ds_two")
+
+
+def test_dynamic_pathways_of_a_transducer_two_processes_as_one(workspace, cli):
+    """Dynamic ASR Pathways (LAP start, Taylor adaptation per language, monolingual
+    batches) on the transducer task: 2 processes end with the masks of one (no dropout:
+    its random draws depend on how the batch is split)."""
+    from sprune.lm.vocab import LMVocab
+
+    root = workspace
+    lines = [line.split(maxsplit=1)[1] for line in (root / "train" / "text").read_text().splitlines()]
+    LMVocab.train(lines * 3, 40).save(root / "bpe.model")
+    (root / "rnnt.yaml").write_text(
+        f"task: transducer\nupstream: {root / 'upstream'}\ntransducer: {{bpe: {root / 'bpe.model'}, "
+        "decoder_dim: 16, joint_dim: 16, dropout: 0.0, decoder_dropout: 0.0, "
+        "decoder_embed_dropout: 0.0}\ntrain: {max_steps: 6, batch_size: 4, lr: 1.0e-3, "
+        "warmup_ratio: 0.0, eval_every: 6, save_every: 3, device: cpu, bucket_by_length: false}\n"
+        "eval_batch_size: 3\n")
+    (root / "lap.yaml").write_text(
+        "method: pathways\ndynamic: true\ncriterion: taylor\ncriterion_batches: 2\n"
+        "sparsity: 0.5\nsparsity_schedule: [0.4, 0.5]\nround_steps: 3\nadapt_at: 1\n")
+    args = ["prune", "--config", root / "rnnt.yaml", "--method", root / "lap.yaml",
+            "--train", root / "train", "--dev", root / "dev"]
+    assert cli(*args, "--out", root / "exp" / "lap_one").returncode == 0
+    two = torchrun(2, *args, "--out", root / "exp" / "lap_two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    for lang in ("en-US", "fr-FR"):
+        assert (Mask.load(root / "exp" / "lap_one" / "pathways" / lang)
+                == Mask.load(root / "exp" / "lap_two" / "pathways" / lang))
+    assert_same_weights(root / "exp" / "lap_one", root / "exp" / "lap_two")
+    outcomes = [json.loads((root / "exp" / run / "outcome.json").read_text())
+                for run in ("lap_one", "lap_two")]
+    assert outcomes[0]["dev"] == pytest.approx(outcomes[1]["dev"])
