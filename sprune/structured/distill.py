@@ -18,6 +18,10 @@ i.e. each teacher layer takes the student layer closest to it among those strict
 the layer matched to the teacher layer above, leaving enough layers for the teacher layers
 still below it (so matched student layers are strictly increasing). The loss is
 sum_i d(i, m(i)), with gradient to the student and the projections.
+
+The search runs on the distances' device (`ordered_alignment`) and the matched layers are
+gathered by index: a training step never reads the mapping on the host (on a GPU that would
+wait for the whole forward at every step). `DistillationOutput.mapping` reads it on demand.
 """
 from __future__ import annotations
 
@@ -58,36 +62,55 @@ def check_teacher_layers(layers: Sequence[int], teacher_layers: int, student_lay
 def align_layers(distances: Tensor) -> list[int]:
     """The ordered mapping of the module docstring: distances [n, L_s] (teacher layer i,
     student layer k + 1) -> matched student layers (1-based), strictly increasing."""
+    return ordered_alignment(distances).tolist()
+
+
+def ordered_alignment(distances: Tensor) -> Tensor:
+    """`align_layers` as a long tensor [n] on the device of `distances`, computed there
+    without reading a value: teacher layer i (0-based) takes the argmin over student layers
+    [i + 1, m(i + 1) - 1] (1-based), the first one on ties, as `argmin` over that slice."""
     count, student_layers = distances.shape
     if count > student_layers:
         raise ValueError(f"{count} teacher layers cannot map to {student_layers} student layers")
-    mapping = [0] * count
-    upper = student_layers + 1
+    layers = torch.arange(1, student_layers + 1, device=distances.device)
+    upper = torch.full((), student_layers + 1, dtype=torch.long, device=distances.device)
+    mapping = []
     for i in reversed(range(count)):
         lowest = i + 1
-        candidates = distances[i, lowest - 1:upper - 1]
-        mapping[i] = lowest + int(torch.argmin(candidates))
-        upper = mapping[i]
-    return mapping
+        allowed = (layers >= lowest) & (layers < upper)
+        # outside the window: +inf; a window all at +inf picks its first layer, like argmin
+        # of the slice (the clamp: argmin of the whole row then finds an earlier +inf)
+        row = distances[i].masked_fill(~allowed, float("inf"))
+        upper = (torch.argmin(row) + 1).clamp(min=lowest)
+        mapping.append(upper)
+    return torch.stack(mapping[::-1])
 
 
 @dataclass
 class DistillationOutput:
-    """loss: scalar; mapping: matched student layer per teacher layer; distances: [n, L_s]."""
+    """loss: scalar; layers: long [n], the matched student layer (1-based) per teacher layer,
+    on the device; distances: [n, L_s]."""
 
     loss: Tensor
-    mapping: list[int]
+    layers: Tensor
     distances: Tensor
+
+    @property
+    def mapping(self) -> list[int]:
+        """`layers` as a list (a read of the device: for reports and tests, not the step)."""
+        return self.layers.tolist()
 
 
 def _masked_mse(prediction: Tensor, target: Tensor, frames: Tensor | None) -> Tensor:
-    """Mean squared error over valid frames: prediction/target [B, T, D]; frames [B, T].
-    Computed in float32 whatever the inputs (bfloat16 under `train.precision: bf16`)."""
+    """Mean squared error over valid frames: prediction [..., B, T, D] (leading dims: one
+    error each), target [B, T, D]; frames [B, T]. Computed in float32 whatever the inputs
+    (bfloat16 under `train.precision: bf16`)."""
     squared = (prediction.float() - target.float()).pow(2)
     if frames is None:
-        return squared.mean()
+        return squared.mean(dim=(-3, -2, -1))
     weights = frames.to(squared.dtype).unsqueeze(-1)
-    return (squared * weights).sum() / (weights.sum() * squared.shape[-1]).clamp(min=1.0)
+    return ((squared * weights).sum(dim=(-3, -2, -1))
+            / (weights.sum() * squared.shape[-1]).clamp(min=1.0))
 
 
 class LayerDistiller(nn.Module):
@@ -116,13 +139,13 @@ class LayerDistiller(nn.Module):
         if frame_lengths is not None:
             steps = torch.arange(student[0].shape[1], device=student[0].device)
             frames = steps[None, :] < frame_lengths.to(steps.device)[:, None]
-        student_layers = list(student[1:])
+        stacked = torch.stack(list(student[1:]))          # [L_s, B, T, D]
         targets = [teacher[t].detach() for t in self.teacher_layers]
-        with torch.no_grad():
-            distances = torch.stack([
-                torch.stack([_masked_mse(projection(h), target, frames) for h in student_layers])
-                for projection, target in zip(self.projections, targets)])
-        mapping = align_layers(distances)
-        loss = sum(_masked_mse(projection(student_layers[k - 1]), target, frames)
-                   for projection, target, k in zip(self.projections, targets, mapping))
-        return DistillationOutput(loss=loss, mapping=mapping, distances=distances)
+        with torch.no_grad():   # each projection over all student layers in one product
+            distances = torch.stack([_masked_mse(projection(stacked), target, frames)
+                                     for projection, target in zip(self.projections, targets)])
+        layers = ordered_alignment(distances)
+        matched = stacked.index_select(0, layers - 1)      # [n, B, T, D], by index on device
+        loss = sum(_masked_mse(projection(h), target, frames)
+                   for projection, target, h in zip(self.projections, targets, matched))
+        return DistillationOutput(loss=loss, layers=layers, distances=distances)

@@ -117,6 +117,7 @@ class MaskedUpstream(nn.Module):
     def _value_hook(self, prefix: str, vo_dims: list[int]
                     ) -> Callable[[nn.Module, Any, Tensor], Tensor | None]:
         repeats = torch.tensor(vo_dims)
+        on_device: dict[torch.device, Tensor] = {}   # copied once per device, not per step
 
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
             vo = self._mask(f"{prefix}.vo", output)
@@ -124,7 +125,11 @@ class MaskedUpstream(nn.Module):
             if vo is None and heads is None:
                 return None
             if vo is None:  # heads may differ in size here
-                factor = heads.repeat_interleave(repeats.to(heads.device))
+                if heads.device not in on_device:
+                    on_device[heads.device] = repeats.to(heads.device)
+                # output_size: repeat_interleave would otherwise sum the repeats on the host
+                factor = heads.repeat_interleave(on_device[heads.device],
+                                                 output_size=sum(vo_dims))
             else:
                 factor = (vo if heads is None else vo * heads[:, None]).reshape(-1)
             return output * factor

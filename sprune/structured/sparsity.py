@@ -15,6 +15,7 @@ conv channels are gated. p_hat = 1 - expected scope count / dense scope count.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -106,13 +107,13 @@ def _attention_count(config: UpstreamConfig, layer, prefix: str, values: Mapping
     if f"{prefix}.qk" in values:
         qk = values[f"{prefix}.qk"].sum(dim=1)
     else:
-        qk = like.new_tensor([float(d) for d in layer.qk_dims])
+        qk = _sizes(tuple(layer.qk_dims), like)
     if f"{prefix}.vo" in values:
         vo_gates = values[f"{prefix}.vo"]
         vo = vo_gates.sum(dim=1)
         any_vo = 1.0 - torch.prod(1.0 - vo_gates, dim=1)   # P(the head keeps a value dim)
     else:
-        vo = like.new_tensor([float(d) for d in layer.vo_dims])
+        vo = _sizes(tuple(layer.vo_dims), like)
         any_vo = (vo > 0).to(vo.dtype)
     per_head = (2 * (dim + 1) * qk * any_vo            # q, k rows and biases
                 + (2 * dim + 1) * vo                   # v rows, biases, out_proj columns
@@ -121,6 +122,19 @@ def _attention_count(config: UpstreamConfig, layer, prefix: str, values: Mapping
     block_alive = 1.0 - torch.prod(1.0 - alive)
     per_block = dim + (8 * config.head_dim + 8 if gated else 0) + (2 * dim if pre_ln else 0)
     return block * ((head * per_head).sum() + block_alive * per_block)
+
+
+@functools.lru_cache(maxsize=256)
+def _size_tensor(sizes: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    return torch.tensor([float(d) for d in sizes], dtype=dtype).to(device)
+
+
+def _sizes(sizes: tuple[int, ...], like: Tensor) -> Tensor:
+    """Head sizes as a tensor like `like`: a fill where they are equal, else a copy made once
+    per device (a tensor from Python values is a blocking copy to a GPU: a host sync)."""
+    if len(set(sizes)) == 1:
+        return like.new_full((len(sizes),), float(sizes[0]))
+    return _size_tensor(sizes, like.device, like.dtype)
 
 
 class ParameterBudget:
@@ -174,11 +188,18 @@ class ParameterBudget:
                 f"{reachable:.4f}; lower the target or switch on more structures")
 
 
-def target_sparsity_at(step: int, total_steps: int, target: float,
-                       ramp_ratio: float = TARGET_RAMP_RATIO) -> float:
+def target_sparsity_at(step: int | Tensor, total_steps: int, target: float,
+                       ramp_ratio: float = TARGET_RAMP_RATIO) -> float | Tensor:
     """The target after `step` updates: linear from 0 over the first `ramp_ratio` of
-    `total_steps`, then held at `target`."""
+    `total_steps`, then held at `target`. A `step` tensor (a 0-dim integer counter on the
+    training device) gives a float64 tensor there, computed without reading the counter
+    (no host sync), equal to the float for the same step."""
     ramp = ramp_ratio * total_steps
+    if isinstance(step, Tensor):
+        if ramp <= 0:
+            return torch.full((), target, dtype=torch.float64, device=step.device)
+        steps = step.double()
+        return torch.where(steps >= ramp, target, steps * target / ramp)
     if ramp <= 0 or step >= ramp:
         return target
     return target * step / ramp

@@ -128,13 +128,17 @@ class StructuredPruningTask(nn.Module):
         distill = self.distiller(student_out.hidden_states, teacher_out.hidden_states,
                                  student_out.lengths if lengths is not None else None)
         expected = self.budget.expected_sparsity(self.student.gates.probabilities())
-        target = self.target_sparsity()
+        # the target from the step counter on its device: reading the counter (as
+        # `target_sparsity()` does) would be a host sync at every step on a GPU
+        target = target_sparsity_at(self.steps_done, self.total_steps,
+                                    self.config.target_sparsity,
+                                    self.config.target_ramp_ratio).float()
         penalty = self.lagrangian(expected, target)
         if self.training and torch.is_grad_enabled():
             self.steps_done += 1
         return {"loss": distill.loss + penalty, "distill": distill.loss.detach(),
                 "lagrangian": penalty.detach(), "expected_sparsity": expected.detach(),
-                "target_sparsity": expected.new_tensor(target),
+                "target_sparsity": target,
                 "lambda_1": self.lagrangian.lambda_1.detach(),
                 "lambda_2": self.lagrangian.lambda_2.detach()}
 

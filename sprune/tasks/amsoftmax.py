@@ -37,6 +37,9 @@ class AMSoftmax(nn.Module):
         cos = self.cosines(embeddings)
         if labels is None:
             return None, cos
-        margin = F.one_hot(labels, cos.shape[-1]).to(cos.dtype) * self.margin
+        # the margin on each row's target class; a scatter, not F.one_hot, which checks
+        # CPU labels by reading their min and max (a CUDA one_hot skips the check): so
+        # the step reads no value on any device and bench/train_step.py counts none
+        margin = torch.zeros_like(cos).scatter_(1, labels.unsqueeze(1), self.margin)
         loss = F.cross_entropy(self.scale * (cos - margin), labels)
         return loss, cos

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sprune.hostsync import host_read
 from sprune.upstream.attention import SelfAttention, relative_position_buckets
 from sprune.upstream.config import EncoderLayerConfig, UpstreamConfig
 
@@ -139,7 +140,10 @@ class Encoder(nn.Module):
         position_bias = self.position_bias(x.shape[1])
         hidden_states = [x]
         for layer in self.layers:
-            skip = self.training and self.layerdrop > 0 and torch.rand(()) < self.layerdrop
+            skip = False
+            if self.training and self.layerdrop > 0:
+                with host_read():   # a draw of the CPU generator: reading it stalls nothing
+                    skip = bool(torch.rand(()) < self.layerdrop)
             if not skip:
                 x = layer(x, key_padding_mask, position_bias)
             hidden_states.append(x)
