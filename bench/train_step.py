@@ -37,6 +37,17 @@ Host syncs per update, from the profiler's events:
 --json also lists where each read happened (file:line, from a dispatch mode over the same
 updates).
 
+Found with this script (2-core CPU shared with other jobs, wav2vec2 Base, batch 1 x 2 s):
+before the fixes every update read values: dense / PARP / IMP 5 (the upstream's length
+checks and its padding test, F.one_hot's label check on the CPU), l0prune 9 (the length
+checks of teacher and student, an argmin per teacher layer for the layer mapping, the step
+counter for the target sparsity); on a GPU l0prune also copied its target to the device
+(a blocking copy) at every step. Now non-logging updates read none; logging updates read
+their logged scalars (3, l0prune 8); PARP's re-prune update reads 218 (the exact global
+selection of `sprune.prune.select`, once in --every updates). At that batch a CPU update
+is short enough for IMP's fixed mask work (two passes over its 85 M weights, printed apart)
+to show: about 1.2x dense. Timings on that machine vary up to 2x between runs.
+
 Targets (issue 16): a pruning method's update at most 1.1x the dense one (PARP over its
 re-prune period, IMP); no host sync in any update outside logging steps (PARP's re-prune
 updates, one in --every, are listed apart); on CUDA, l0prune at most 0.12 s per update at
@@ -158,6 +169,7 @@ class Arm:
     collate: Callable
     callbacks: Callable[[int], list[Callback]]     # re-prune period -> callbacks
     reprune: list[Any] = field(default_factory=list)  # the fit's RepruneCallback, if any
+    mask: Any = None                                  # IMP: its hard mask
 
 
 def build_arm(method: str, args: argparse.Namespace, dataset: RandomSpeech,
@@ -187,7 +199,7 @@ def build_arm(method: str, args: argparse.Namespace, dataset: RandomSpeech,
                        make_trainer=None, evaluate=None, log=lambda msg: None)
     if method == "imp":
         mask = IterativeMagnitudePruning(config).make_mask(model, ctx, args.sparsity)
-        return Arm(method, model, collate, lambda every: [HardMaskCallback(mask)])
+        return Arm(method, model, collate, lambda every: [HardMaskCallback(mask)], mask=mask)
     parp = PARP(config)
     initial = parp.make_mask(model, ctx, parp.initial_sparsity())
     arm = Arm(method, model, collate, lambda every: [])
@@ -391,6 +403,31 @@ def fit(arm: Arm, args: argparse.Namespace, dataset: RandomSpeech, max_steps: in
     return probe.windows, repruned
 
 
+def mask_work_ms(arm: Arm, device: torch.device, rounds: int = 3) -> float:
+    """What a hard mask adds to an update, timed apart from the fits (median of `rounds`):
+    its gradient hook's masked copy of every masked weight's gradient (`grad * keep`, as
+    `HardMask` runs it) and the in-place re-zeroing of the weights after the step."""
+    from sprune.prune.apply import HardMask
+
+    arm.model.to(device)
+    hard = HardMask(arm.model, arm.mask)
+    params = dict(arm.model.named_parameters())
+    pairs = [(params[n], arm.mask[n].to(device)) for n in arm.mask]
+    grads = [torch.randn_like(p) for p, _ in pairs]
+    times = []
+    for _ in range(rounds + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        copies = [g * keep for g, (_, keep) in zip(grads, pairs)]
+        hard.zero_weights()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(1000 * (time.perf_counter() - start))
+        del copies
+    return statistics.median(times[1:])
+
+
 def time_steps(args: argparse.Namespace, method: str) -> int:
     """Updates of a timing fit: warm-up, timed, (PARP) the re-prune, and the last."""
     return args.warmup + args.steps + (1 if method == "parp" else 0) + 1
@@ -441,6 +478,9 @@ def run_all(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "sites": {kind: [w.sites for w in ws] for kind, ws in by_kind.items()},
             "sync_debug_warnings": {kind: [w.sync_debug_warnings for w in ws]
                                     for kind, ws in by_kind.items()}}
+        if arm.mask is not None:
+            results[method]["mask_work_ms"] = mask_work_ms(arm, torch.device(args.device))
+            results[method]["masked_weights"] = sum(k.numel() for k in arm.mask.values())
         print(f"{LABELS[method]}: profiled ({time.perf_counter() - started:.0f} s)",
               file=sys.stderr)
     return results
@@ -593,6 +633,13 @@ def main(argv: list[str] | None = None) -> int:
           f"real `Trainer.fit` and callbacks; PARP re-prunes every {args.every} updates at "
           f"{args.sparsity:g} sparsity, IMP trains a {args.sparsity:g} hard mask. Host syncs: "
           f"{counted}, per update, from torch.profiler.")
+    imp = results.get("imp")
+    if imp is not None:
+        work = imp["mask_work_ms"]
+        print(f"IMP's mask work per update, timed apart: {_ms(work)} ms for "
+              f"{imp['masked_weights']:,} masked weights (the gradient hook's masked "
+              f"copy and the in-place re-zeroing), {work / results['dense']['plain_ms']:.3f}x "
+              "of the dense update: a fixed cost per update, whatever the batch.")
     print()
     print(markdown(rows))
     print()

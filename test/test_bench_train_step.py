@@ -61,6 +61,8 @@ def test_table_has_the_four_methods_and_a_syncs_column(tiny):
     mean = saved["rows"][3]["ms"]
     assert mean == pytest.approx((49 * parp["plain_ms"] + parp["reprune_ms"]) / 50)
     assert "needs a GPU: l0prune <= 0.12 s per update" in stdout
+    assert "IMP's mask work per update, timed apart" in stdout
+    assert saved["methods"]["imp"]["mask_work_ms"] > 0
 
 
 def test_no_host_sync_outside_logging_steps(tiny):

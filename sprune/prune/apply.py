@@ -14,10 +14,10 @@
   copy and the in-place re-zeroing of the weights are all the mask costs: with masked
   gradients, moments that start at zero stay zero (Adam, AdamW, SGD momentum), so the
   optimizer state and the gradients are zeroed once, when the mask is attached, not at
-  every step. Both multiply by the bool keep-mask, which a CPU runs 5-7x faster than
-  `masked_fill` (a non-finite gradient at a pruned weight stays non-finite; the update is
-  lost to it anyway, since clipping spreads it over every weight). Nothing reads a value
-  on the host (no device sync).
+  every step. Both multiply by the keep-mask (see `_keep_factor`), which is several times
+  faster than `masked_fill` on a CPU (a non-finite gradient at a pruned weight stays
+  non-finite; the update is lost to it anyway, since clipping spreads it over every
+  weight). Nothing reads a value on the host (no device sync).
 * **PARP-style** (`zero_pruned`): zero the pruned weights at a re-prune point only; they stay
   trainable in between and may regrow (Lai et al. 2021, paper 001).
 
@@ -59,6 +59,16 @@ def weight_sparsity(model: nn.Module | Mapping[str, torch.Tensor],
     return zeros / total if total else 0.0
 
 
+def _keep_factor(keep: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """The keep-mask a weight and its gradient are multiplied by: in the weight's dtype on a
+    CPU, bool elsewhere. Measured on the 2-core build machine over 57 M weights (medians of
+    5 interleaved rounds): gradient x float mask 60 ms, x bool mask 97 ms, masked_fill 376
+    ms; in place 64, 241 and 331 ms (a bool operand is converted element by element). A GPU
+    is bound by the bytes it reads: a bool mask is a quarter of a float32 one."""
+    dtype = param.dtype if param.device.type == "cpu" else torch.bool
+    return keep.to(device=param.device, dtype=dtype)
+
+
 class HardMask:
     """Keep the weights a mask prunes at exactly zero while a model trains.
 
@@ -74,7 +84,7 @@ class HardMask:
         tensors = named_tensors(model)
         self.mask = mask
         self._params = {n: tensors[n] for n in mask}
-        self._keep = {n: mask[n].to(tensors[n].device) for n in mask}
+        self._keep = {n: _keep_factor(mask[n], tensors[n]) for n in mask}
         self._handles: list = []
         self._optimizers: list[torch.optim.Optimizer] = []
 
@@ -85,8 +95,7 @@ class HardMask:
         for name, param in self._params.items():
             if param.requires_grad:
                 keep = self._keep[name]
-                # a new tensor, the argument untouched (see the module docstring); a multiply
-                # by the bool mask: vectorised, 5-7x faster than masked_fill on a CPU
+                # a new tensor, the argument untouched (see the module docstring)
                 self._handles.append(param.register_hook(lambda grad, keep=keep: grad * keep))
         if optimizer is not None:
             self._optimizers.append(optimizer)
@@ -107,7 +116,7 @@ class HardMask:
         them (on attaching; call it after a step made without the gradient hook)."""
         with torch.no_grad():
             for name, param in self._params.items():
-                pruned = ~self._keep[name]
+                pruned = ~self.mask[name].to(param.device)
                 param.masked_fill_(pruned, 0)   # +0.0 (a multiply leaves -0.0 for w < 0)
                 if param.grad is not None:
                     param.grad.masked_fill_(pruned, 0)
