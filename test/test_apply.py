@@ -60,6 +60,25 @@ def test_hard_mask_keeps_pruned_weights_zero_through_100_adamw_steps() -> None:
     assert params["0.weight"][~mask["0.weight"]].ne(0).any()  # hooks really removed
 
 
+@pytest.mark.parametrize("make", [
+    lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=0.1, amsgrad=True),
+    lambda p: torch.optim.SGD(p, lr=1e-2, momentum=0.9, weight_decay=0.1, nesterov=True),
+    lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.5, weight_decay=0.1),  # re-zeroed
+], ids=["adam", "sgd", "rmsprop"])
+def test_pruned_weights_stay_exactly_zero_with_each_optimizer(make) -> None:
+    """Adam and SGD leave zero weights with zero gradients and state at zero (their steps
+    skip the re-zeroing); any other optimizer gets the weights re-zeroed after its steps."""
+    model = _model()
+    optimizer = make(model.parameters())
+    _train(model, optimizer, 5)
+    mask = _magnitude_mask(model, 0.6)
+    HardMask(model, mask).attach(optimizer)
+    _train(model, optimizer, 50)
+    for name in WEIGHTS:
+        weight = model.get_parameter(name)
+        assert weight[~mask[name]].eq(0).all() and weight[mask[name]].ne(0).all(), name
+
+
 def test_gradient_hook_alone_zeroes_pruned_gradients() -> None:
     model = _model()
     mask = _magnitude_mask(model, 0.5)

@@ -69,6 +69,15 @@ def _keep_factor(keep: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return keep.to(device=param.device, dtype=dtype)
 
 
+# Optimizers whose step leaves a weight at exactly zero when the weight, its gradient and its
+# state are zero: Adam / AdamW (m = v = 0 -> an update of 0 / (0 + eps) = 0; decoupled decay
+# and L2 decay scale or add 0) and SGD (momentum 0, decay of 0). With the gradient hook and
+# the state zeroed on attaching, re-zeroing the weights after their steps changes nothing, so
+# it is skipped: on a CPU it was half of the mask's cost per update (bench/train_step.py).
+# `test_apply` checks that the weights stay exactly zero through AdamW steps with decay.
+_ZERO_PRESERVING = (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
+
+
 class HardMask:
     """Keep the weights a mask prunes at exactly zero while a model trains.
 
@@ -89,8 +98,9 @@ class HardMask:
         self._optimizers: list[torch.optim.Optimizer] = []
 
     def attach(self, optimizer: torch.optim.Optimizer | None = None) -> "HardMask":
-        """Zero the pruned weights, mask their gradients, and (given an optimizer) re-zero
-        the weights after each of its steps."""
+        """Zero the pruned weights, mask their gradients, and (given an optimizer other than
+        Adam, AdamW or SGD, see `_ZERO_PRESERVING`) re-zero the weights after each of its
+        steps."""
         self.detach()
         for name, param in self._params.items():
             if param.requires_grad:
@@ -99,8 +109,9 @@ class HardMask:
                 self._handles.append(param.register_hook(lambda grad, keep=keep: grad * keep))
         if optimizer is not None:
             self._optimizers.append(optimizer)
-            self._handles.append(optimizer.register_step_post_hook(
-                lambda opt, args, kwargs: self.zero_weights()))
+            if type(optimizer) not in _ZERO_PRESERVING:
+                self._handles.append(optimizer.register_step_post_hook(
+                    lambda opt, args, kwargs: self.zero_weights()))
         self.after_step()
         return self
 
