@@ -12,6 +12,7 @@ train_lines=1000          # utterances per language and split
 dev_lines=40
 test_lines=60
 max_words=12              # shorter sentences (the CPU cost follows the audio length)
+train_speakers=20         # voices of train (the pool's 20 variants; more: other rates / pitches)
 seed=1
 jobs=2
 
@@ -20,6 +21,7 @@ help_message="Usage: $0 [options]
   --train-lines N / --dev-lines N / --test-lines N   utterances per language and split
                        (default $train_lines / $dev_lines / $test_lines)
   --max-words N        longest sentence, in words (default $max_words)
+  --train-speakers N   speakers of each train split (default $train_speakers)
   --seed N             sentence order and speakers (default $seed)
   --jobs N             synthesis processes (default $jobs)"
 . utils/parse_options.sh
@@ -35,6 +37,7 @@ for code in $langs; do
     opts=(--split "$split" --lang "$tag" --text "data/text/$code/$split.txt"
           --ids "data/text/$code/$split.ids" --out "data/$tag/$split" --wav-dir "data/wav/$tag"
           --max-lines "${!lines_var}" --max-words "$max_words" --seed $((seed + offset)))
+    [ "$split" != train ] || opts+=(--speakers "$train_speakers")
     offset=$((offset + 1))
     stamp=data/$tag/$split/.speak_options
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${opts[*]}" ] && [ "$stamp" -nt "data/text/$code/$split.txt" ]; then
