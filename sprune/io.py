@@ -49,9 +49,7 @@ def _scratch(make_dir: bool) -> Iterator[Path]:
         if make_dir:
             target.mkdir()
         yield target
-    from sprune.training import distributed
-
-    distributed.barrier()
+    _barrier()
 
 
 @contextlib.contextmanager
