@@ -4,14 +4,15 @@
   Three guards, because each alone leaks: a gradient hook zeroes their gradients (so clipping
   and the optimizer never see them), the optimizer's per-weight state (Adam/AdamW moments,
   SGD momentum) is zeroed where pruned when the mask is attached so a stale moment cannot
-  move them, and after every optimizer step the weights are zeroed again, in place (weight
-  decay or a foreign optimizer cannot bring them back). Used by RP, MPI, OMP, IMP and ticket
+  move them, and after every step of an optimizer other than Adam, AdamW or SGD the weights
+  are zeroed again, in place (a foreign optimizer cannot bring them back; those three leave
+  them at exactly zero, see `_ZERO_PRESERVING`). Used by RP, MPI, OMP, IMP and ticket
   retraining.
 
   The gradient hook is a tensor hook returning a masked copy of the gradient before it is
   accumulated into `.grad`, which DistributedDataParallel then all-reduces; it must not
   write into its argument, which autograd may share with other gradients. Per update that
-  copy and the in-place re-zeroing of the weights are all the mask costs: with masked
+  copy (and, for other optimizers, the in-place re-zeroing) is all the mask costs: with masked
   gradients, moments that start at zero stay zero (Adam, AdamW, SGD momentum), so the
   optimizer state and the gradients are zeroed once, when the mask is attached, not at
   every step. Both multiply by the keep-mask (see `_keep_factor`), which is several times

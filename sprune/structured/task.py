@@ -116,9 +116,11 @@ class StructuredPruningTask(nn.Module):
         self._teacher[0]._apply(fn, recurse)
         return self
 
-    def target_sparsity(self) -> float:
-        return target_sparsity_at(int(self.steps_done), self.total_steps,
-                                  self.config.target_sparsity, self.config.target_ramp_ratio)
+    def target_sparsity(self) -> Tensor:
+        """The target after `steps_done` updates, a float32 scalar on the counter's device,
+        computed without reading the counter (no host sync at every step on a GPU)."""
+        return target_sparsity_at(self.steps_done, self.total_steps, self.config.target_sparsity,
+                                  self.config.target_ramp_ratio).float()
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         wavs, lengths = batch["wavs"], batch.get("lengths")
@@ -128,11 +130,7 @@ class StructuredPruningTask(nn.Module):
         distill = self.distiller(student_out.hidden_states, teacher_out.hidden_states,
                                  student_out.lengths if lengths is not None else None)
         expected = self.budget.expected_sparsity(self.student.gates.probabilities())
-        # the target from the step counter on its device: reading the counter (as
-        # `target_sparsity()` does) would be a host sync at every step on a GPU
-        target = target_sparsity_at(self.steps_done, self.total_steps,
-                                    self.config.target_sparsity,
-                                    self.config.target_ramp_ratio).float()
+        target = self.target_sparsity()
         penalty = self.lagrangian(expected, target)
         if self.training and torch.is_grad_enabled():
             self.steps_done += 1

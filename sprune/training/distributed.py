@@ -139,15 +139,6 @@ def gather_objects(value: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(value: T, source: int = 0) -> T:
-    """Process `source`'s `value` on every process."""
-    if not is_distributed():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=source)
-    return box[0]
-
-
 def my_share(items: Sequence[T]) -> list[T]:
     """The items this process handles when work is split (every world_size-th, from its
     rank): e.g. the evaluation batches of a dev set."""

