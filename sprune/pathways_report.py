@@ -22,41 +22,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
+from sprune.spread import Cell, marked
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
 SPARSITY_DIR = re.compile(r"^s(\d+(?:\.\d+)?)$")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (method, sparsity, language): the error rate of each seed."""
-
-    values: tuple[float, ...]
-
-    @property
-    def mean(self) -> float:
-        return sum(self.values) / len(self.values)
-
-    @property
-    def std(self) -> float:
-        n = len(self.values)
-        if n < 2:
-            return 0.0
-        return math.sqrt(sum((v - self.mean) ** 2 for v in self.values) / (n - 1))
-
-    def text(self, percent: bool = True) -> str:
-        scale = 100.0 if percent else 1.0
-        if len(self.values) < 2:
-            return f"{scale * self.mean:.1f}"
-        return f"{scale * self.mean:.1f} ± {scale * self.std:.1f}"
 
 
 def _metric_of(doc: dict, metric: str, language: str) -> float | None:
@@ -144,12 +119,8 @@ def write_report(exp: Path, metric: str = "cer", test: str = "test", title: str 
                 if cell is None:
                     texts.append("")
                     continue
-                text = cell.text()
-                base = base_cells.get(key)
-                if method != baseline and base is not None and len(cell.values) > 1 and \
-                        abs(cell.mean - base.mean) < max(cell.std, base.std):
-                    text += " (n.s.)"
-                texts.append(text)
+                texts.append(marked(cell, None if method == baseline
+                                    else base_cells.get(key)))
             lines.append(f"| {method} | {sparsity:g} | " + " | ".join(texts) + " |")
             rows.append([method, sparsity, *[
                 cells[k].mean if k in cells else "" for k in [*languages, "avg"]], *[
