@@ -14,7 +14,9 @@ its prune.json) tells what it is:
 From those it writes, as CSV + markdown + PNG (see `write_analysis`):
 
 (a) pruning curves: error (or accuracy) against target sparsity per method and setting, the
-    dense run as a line, with the fine-tuning passes each run spent (paper 001 Fig. 1, 3, 4);
+    dense run as a line, with the fine-tuning passes each run spent (paper 001 Fig. 1, 3, 4),
+    mean ± spread over the runs that differ only in their seed (`sprune.summary`), and the
+    IOU of PARP's final mask with the MPI mask;
     when a joint multilingual run exists, its per-language scores next to the per-language
     runs' (Fig. 4 right);
 (b) mask IOU matrices across settings at a sparsity, with an MPI row and an RP row (Fig. 2);
@@ -87,10 +89,17 @@ class Run:
     mask_source_langs: list[str] | None   # None: the run found its own mask
     outcome: dict[str, Any] | None
     evals: dict[str, dict[str, float]] = field(default_factory=dict)
+    experiment: dict[str, Any] = field(default_factory=dict)   # experiment.json
 
     @property
     def setting(self) -> str:
         return langs_tag(self.train_langs) or "-"
+
+    @property
+    def seed(self) -> int | None:
+        """The training seed (`train.seed` of the run's config; None when not recorded)."""
+        seed = self.experiment.get("config", {}).get("train", {}).get("seed")
+        return None if seed is None else int(seed)
 
     @property
     def source(self) -> str | None:
@@ -137,7 +146,7 @@ def load_runs(exp_dir: str | Path) -> list[Run]:
             target_sparsity=0.0 if method == "dense" else float(prune.get("sparsity", 0.0)),
             train_langs=list(experiment.get("data", {}).get("train_langs", [])),
             mask_source_langs=list(source.get("train_langs", [])) if source else None,
-            outcome=files.outcome, evals=files.evals))
+            outcome=files.outcome, evals=files.evals, experiment=experiment))
     if not runs:
         raise UserError(f"{exp_dir}: no run folders (no */prune.json); run `sprune prune` "
                         "stages first")
@@ -271,41 +280,44 @@ def curve_runs(runs: Sequence[Run], split: str, metric: str) -> list[Run]:
 
 def write_curves(runs: Sequence[Run], out: Path, split: str, metric: str, lower: bool
                  ) -> Section:
+    """(a): per setting, the curve table over seeds (`sprune.summary`: mean ± std, bold best,
+    "(n.s.)", the spread note), the passes table, the plot and the PARP-vs-MPI mask IOU;
+    curves.csv (every run) and results.csv (every cell, `sprune.summary.CSV_HEADER`)."""
+    from sprune.summary import (CSV_HEADER, Key, csv_rows, curve_table, gather, iou_table,
+                                plot_curves, spread_note)
+
     scored = curve_runs(runs, split, metric)
     header = ["setting", "method", "run", "target_sparsity", "achieved_sparsity", "split",
-              "metric", "value", "passes"]
+              "metric", "value", "passes", "seed"]
     _csv(out / "curves.csv", header, [
         [r.setting, r.method, r.name, r.target_sparsity,
          (r.outcome or {}).get("achieved_sparsity", ""), split, metric,
-         r.score(split, metric), "" if r.passes is None else r.passes] for r in scored])
+         r.score(split, metric), "" if r.passes is None else r.passes,
+         "" if r.seed is None else r.seed] for r in scored])
+    curves = gather(scored, split, metric, lower)
+    _csv(out / "results.csv", CSV_HEADER, csv_rows(curves))
     if not scored:
         return Section("(a) Pruning curves", f"No finished run has a {split} {metric} yet.\n")
     body = [f"{split} {metric} in % ({'lower' if lower else 'higher'} is better) against the "
             "target sparsity; fine-tuning passes over the training set each run spent "
-            "(Fig. 1). Data: [curves.csv](curves.csv).\n"]
-    for setting in sorted({r.setting for r in scored}):
-        group = [r for r in scored if r.setting == setting]
-        sparsities = [s for s in _sparsities(group) if s > 0] or [0.0]
-        methods = [m for m in METHOD_ORDER if any(r.method == m for r in group)] + sorted(
-            {r.method for r in group} - set(METHOD_ORDER))
-        cell = {(r.method, r.sparsity_key): r for r in group}
-        dense = cell.get(("dense", 0.0))
-        err_rows, pass_rows = [], []
-        for m in methods:
-            if m == "dense":
-                err_rows.append(["dense", *[_pct(dense.score(split, metric))] * len(sparsities)])
-                pass_rows.append(["dense", *[f"{dense.passes:.2f}" if dense.passes is not None
-                                             else "-"] * len(sparsities)])
-                continue
-            err_rows.append([m, *[_pct(cell[m, s].score(split, metric)) if (m, s) in cell
-                                  else "-" for s in sparsities]])
-            pass_rows.append([m, *[f"{cell[m, s].passes:.2f}" if (m, s) in cell and
-                                   cell[m, s].passes is not None else "-" for s in sparsities]])
-        cols = ["method", *[f"{100 * s:.0f} %" for s in sparsities]]
+            "(Fig. 1). Data: [curves.csv](curves.csv) (every run), "
+            "[results.csv](results.csv) (every cell over seeds).\n"]
+    for setting, _ in curves.groups():
+        sparsities = curves.sparsities(setting, "") or [0.0]
+        pass_rows = []
+        for m in curves.methods(setting, ""):
+            cells = [curves.passes.get(Key(setting, "", m, 0.0 if m == "dense" else s))
+                     for s in sparsities]
+            pass_rows.append([m, *[f"{c.mean:.2f}" if c is not None else "-" for c in cells]])
+        cols = ["method", *[f"{100 * s:g} %" for s in sparsities]]
         png = f"curves_{_slug(setting)}.png"
-        plot_curves(group, split, metric, lower, f"{setting}: {split} {metric}", out / png)
-        body.append(f"### {setting}\n\n{split} {metric} %:\n\n{_md(cols, err_rows)}\n"
-                    f"fine-tuning passes:\n\n{_md(cols, pass_rows)}\n![curves]({png})\n")
+        plot_curves(curves, out / png, [(setting, "")], f"{setting}: {split} {metric}")
+        iou = iou_table(curves, setting)
+        body.append(f"### {setting}\n\n{split} {metric} %:\n\n"
+                    f"{curve_table(curves, setting, '')}\n{spread_note(curves, setting)}\n\n"
+                    f"fine-tuning passes:\n\n{_md(cols, pass_rows)}\n![curves]({png})\n"
+                    + (f"\nIOU (%) of the final PARP / PARP-P mask with the MPI mask of the "
+                       f"same seed and sparsity:\n\n{iou}" if iou else ""))
     joint = joint_rows(scored, split, metric)
     if joint:
         header = ["language", "method", "target_sparsity", "per-language run", "joint run"]
@@ -322,39 +334,18 @@ def joint_rows(runs: Sequence[Run], split: str, metric: str
                ) -> list[tuple[str, str, float, float | None, float | None]]:
     """(language, method, sparsity, per-language run's score, joint run's score on that
     language) for every joint (multi-language) run, from its `<metric>/<lang>` scores."""
-    own = {(r.setting, r.method, r.sparsity_key): r for r in runs if len(r.train_langs) == 1}
+    own = {(r.setting, r.method, r.sparsity_key, r.seed): r for r in runs
+           if len(r.train_langs) == 1}
     rows = []
     for r in runs:
         if len(r.train_langs) < 2:
             continue
         for lang in r.train_langs:
             shared = r.score(split, f"{metric}/{lang}")
-            mine = own.get((lang, r.method, r.sparsity_key))
+            mine = own.get((lang, r.method, r.sparsity_key, r.seed))
             rows.append((lang, r.method, r.sparsity_key,
                          mine.score(split, metric) if mine else None, shared))
     return rows
-
-
-def plot_curves(runs: Sequence[Run], split: str, metric: str, lower: bool, title: str,
-                path: Path) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    styles = line_styles()
-    for method in dict.fromkeys(r.method for r in runs):
-        group = sorted((r for r in runs if r.method == method), key=lambda r: r.target_sparsity)
-        if method == "dense":
-            ax.axhline(100 * group[0].score(split, metric), color="grey", linestyle="--",
-                       label="dense")
-            continue
-        ax.plot([100 * r.target_sparsity for r in group],
-                [100 * r.score(split, metric) for r in group], label=method, **next(styles))
-    ax.set_xlabel("target sparsity (%)")
-    ax.set_ylabel(f"{split} {metric} (%, {'lower' if lower else 'higher'} is better)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    outside_legend(ax)
-    fig.tight_layout()
-    _save_figure(fig, path)
 
 
 # (b) IOU matrices --------------------------------------------------------------------------
@@ -656,14 +647,22 @@ def write_report(exp_dirs: Sequence[str | Path], report: str | Path, title: str,
     """Analyse each experiment folder into <exp_dir>/analysis/ (its files and ANALYSIS.md, as
     `write_analysis` with `options`) and write one markdown `report` holding every analysis
     one heading level down, its links relative to the report's folder (e.g. exp/RESULTS.md
-    over exp/<upstream>/)."""
+    over exp/<upstream>/), and results.csv beside it: the cells of every analysis, each
+    setting named <exp_dir name>/<setting> (e.g. tiny_hubert_en/en-US)."""
     report = Path(report)
     header = f"# {title}\n\n" + (f"{note}\n\n" if note else "")
     parts = []
+    cells: list[list[str]] = []
     for exp_dir in map(Path, exp_dirs):
         out = exp_dir / "analysis"
         intro, sections = _analyse(exp_dir, out, None, **options)
         prefix = Path(os.path.relpath(out.resolve(), report.parent.resolve())).as_posix() + "/"
         parts.append(render_analysis(exp_dir.name, intro, sections, level=2, link_prefix=prefix))
+        if (out / "results.csv").is_file():
+            rows = list(csv.reader(io.StringIO((out / "results.csv").read_text())))
+            cells += [[f"{exp_dir.name}/{row[0]}", *row[1:]] for row in rows[1:]]
+    from sprune.summary import CSV_HEADER
+
+    _csv(report.parent / "results.csv", CSV_HEADER, cells)
     atomic_write_text(report, header + "\n".join(parts))
     return report

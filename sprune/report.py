@@ -1,25 +1,30 @@
-"""Collect finished runs of an experiment folder into RESULTS.md, a CSV and a PNG plot.
+"""Collect finished runs of an experiment folder into RESULTS.md, CSVs and a PNG plot.
 
-A run is a sub-folder with outcome.json (written by `sprune prune`), experiment.json and
+A run is a sub-folder (or a seed<N>/ sub-folder's sub-folder, one per training seed: the
+recipes' --seeds) with outcome.json (written by `sprune prune`), experiment.json and
 optionally eval_<name>.json files (written by `sprune evaluate`).
 
 Metrics are fractions shown in %. Higher accuracy is better, lower error rates (wer, cer,
-per, and loss / ppl) are: `lower_is_better` infers the direction from the metric's name,
-and the best pruned run at each target sparsity is shown in bold. When runs were trained on
-different languages (experiment.json `data.train_langs`) or took their mask from another run
-(`mask_source`), the table says so and the plot draws them as separate lines.
+per, and loss / ppl) are: `lower_is_better` infers the direction from the metric's name.
+RESULTS.md starts with the pruning curves over seeds (`sprune.summary`: mean ± spread per
+method and sparsity, "(n.s.)" marks, the PARP-vs-MPI mask IOU, results.csv and the plot) and
+ends with every run, the best pruned run at each target sparsity in bold (runs.csv). When
+runs were trained on different languages (experiment.json `data.train_langs`) or took their
+mask from another run (`mask_source`), the tables say so and the plot draws them as separate
+lines.
 """
 from __future__ import annotations
 
 import csv
 import io
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from sprune.errors import UserError
-from sprune.io import atomic_path, atomic_write_text
+from sprune.io import atomic_write_text
 from sprune.runs import read_run
 
 METHOD_ORDER = ("dense", "rp", "mpi", "omp", "imp", "parp", "parp-p")
@@ -27,6 +32,7 @@ METHOD_ORDER = ("dense", "rp", "mpi", "omp", "imp", "parp", "parp-p")
 ERROR_METRICS = ("wer", "cer", "per", "loss", "ppl", "perplexity", "error")
 # Preferred metric when none is asked for, among those the runs report.
 DEFAULT_METRICS = ("accuracy", "per", "wer", "cer")
+SEED_DIR = re.compile(r"^seed\d+$")   # the runs of one training seed (recipes' --seeds)
 
 
 def line_styles() -> Iterator[dict[str, Any]]:
@@ -91,10 +97,12 @@ def collect(exp_dir: str | Path) -> list[RunResult]:
     if not exp_dir.is_dir():
         raise UserError(f"{exp_dir} does not exist; give the experiment folder of a recipe")
     runs = []
-    for outcome_path in sorted(exp_dir.glob("*/outcome.json")):
+    found = [*exp_dir.glob("*/outcome.json"), *(p for p in exp_dir.glob("*/*/outcome.json")
+                                                 if SEED_DIR.match(p.parent.parent.name))]
+    for outcome_path in sorted(found):
         files = read_run(outcome_path.parent)   # outcome.json is there: outcome is not None
-        runs.append(RunResult(files.folder.name, files.outcome or {}, files.evals,
-                              files.experiment))
+        runs.append(RunResult(str(files.folder.relative_to(exp_dir)), files.outcome or {},
+                              files.evals, files.experiment))
     if not runs:
         raise UserError(f"{exp_dir}: no finished runs (no */outcome.json); run the pruning "
                         "stages first")
@@ -177,60 +185,21 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def line_label(r: RunResult, settings: bool) -> str:
-    """Legend entry of a run's line: the method, plus its languages and mask source when
-    the plot mixes several."""
-    label = r.method
-    if settings and r.setting:
-        label += f" {r.setting}"
-    if r.mask_source:
-        label += f" (mask from {r.mask_source})"
-    return label
-
-
-def plot_metric_vs_sparsity(runs: list[RunResult], metric: str, path: Path,
-                            lower: bool | None = None) -> None:
-    """One line per method (and training languages / mask source when runs differ in them):
-    test (else dev) `metric` against achieved sparsity; dense is a horizontal line."""
-    lower = lower_is_better(metric) if lower is None else lower
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    split = "test" if any("test" in r.evals for r in runs) else "dev"
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    settings = len({r.setting for r in runs}) > 1
-    by_line: dict[str, list[RunResult]] = {}
-    for r in runs:
-        by_line.setdefault(line_label(r, settings), []).append(r)
-    styles = line_styles()
-    for label, group in by_line.items():
-        points = sorted((100 * r.sparsity, 100 * r.score(split, metric)) for r in group
-                        if r.score(split, metric) is not None)
-        if not points:
-            continue
-        if group[0].method == "dense":
-            ax.axhline(points[0][1], linestyle="--", label=label,
-                       color="grey" if not settings else None)
-            continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], label=label, **next(styles))
-    ax.set_xlabel("sparsity of the pruned weights (%)")
-    ax.set_ylabel(f"{split} {metric} (%, {'lower' if lower else 'higher'} is better)")
-    ax.grid(alpha=0.3)
-    outside_legend(ax)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-
-
 def write_results(exp_dir: str | Path, metric: str | None = "accuracy",
-                  title: str | None = None, lower: bool | None = None) -> Path:
-    """Write RESULTS.md, results.csv and <metric>_vs_sparsity.png into `exp_dir`.
+                  title: str | None = None, lower: bool | None = None,
+                  test_data: str | Path | None = None) -> Path:
+    """Write RESULTS.md, results.csv, runs.csv and <metric>_vs_sparsity.png into `exp_dir`.
 
-    metric None: the first of DEFAULT_METRICS the runs report. lower None: inferred from
-    the metric's name (`lower_is_better`)."""
+    RESULTS.md: the curve table of each setting (mean ± spread over seeds, `sprune.summary`),
+    the PARP-vs-MPI mask IOU, the plot, then every run. results.csv: the cells, long format
+    (`sprune.summary.CSV_HEADER`); runs.csv: the table of every run. metric None: the first
+    of DEFAULT_METRICS the runs report. lower None: inferred from the metric's name
+    (`lower_is_better`). test_data: the data dir of the test scores (its utterance count sizes
+    the one-seed noise floor; default: the folder named after the split beside each run's
+    dev dir)."""
+    from sprune.analysis import load_runs
+    from sprune.summary import CSV_HEADER, csv_rows, curves_markdown, gather, plot_curves
+
     exp_dir = Path(exp_dir)
     runs = collect(exp_dir)
     metric = metric or infer_metric(runs)
@@ -238,20 +207,31 @@ def write_results(exp_dir: str | Path, metric: str | None = "accuracy",
         raise UserError(f"{exp_dir}: no run reports the metric '{metric}' (they report "
                         f"{', '.join(sorted({k for r in runs for k in r.outcome['dev']}))}); "
                         "pick one with --metric")
+    if test_data is not None and not (Path(test_data) / "utt2spk").is_file():
+        raise UserError(f"--test-data {test_data}: no utt2spk there; give the data dir the "
+                        "runs were tested on")
     lower = lower_is_better(metric) if lower is None else lower
     header, rows = table_rows(runs, metric, lower)
     _, marked = table_rows(runs, metric, lower, mark_best=True)
+    split = "test" if any("test" in r.evals for r in runs) else "dev"
+    curves = gather(load_runs(exp_dir), split, metric, lower, test_data)
     plot_name = f"{metric.replace('/', '_')}_vs_sparsity.png"
-    plot_metric_vs_sparsity(runs, metric, exp_dir / plot_name, lower)
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows([header] + rows)
-    atomic_write_text(exp_dir / "results.csv", buffer.getvalue())
+    plot_curves(curves, exp_dir / plot_name, title=title or exp_dir.name)
+    for name, table in (("results.csv", [CSV_HEADER, *csv_rows(curves)]),
+                        ("runs.csv", [header, *rows])):
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(table)
+        atomic_write_text(exp_dir / name, buffer.getvalue())
     text = (f"# {title or exp_dir.name}\n\n"
+            f"## Pruning curves\n\n{curves_markdown(curves)}\n"
+            f"![{metric} vs sparsity]({plot_name})\n\n"
+            f"Data: [results.csv](results.csv) (mean, std, min, max, seeds of every cell).\n\n"
+            f"## Every run\n\n"
             f"Sparsity is over the pruned scope (exact zeros in the final weights); params "
             f"left counts every non-zero weight of the task model. Passes = fine-tuning "
             f"passes over the training set, all runs of a method together. "
             f"{'Lower' if lower else 'Higher'} {metric} is better; bold: the best pruned "
-            f"run at each target sparsity.\n\n"
-            + markdown_table(header, marked) + f"\n![{metric} vs sparsity]({plot_name})\n")
+            f"run at each target sparsity. Data: [runs.csv](runs.csv).\n\n"
+            + markdown_table(header, marked))
     atomic_write_text(exp_dir / "RESULTS.md", text)
     return exp_dir / "RESULTS.md"

@@ -135,13 +135,13 @@ def test_analyze_writes_curves_iou_transfer_and_parp_tables(exp, tmp_path):
     # (a) curves: own-mask runs only (no transfers), metric inferred (wer), test split
     curves = read_csv(out / "curves.csv")
     assert curves[0] == ["setting", "method", "run", "target_sparsity", "achieved_sparsity",
-                         "split", "metric", "value", "passes"]
+                         "split", "metric", "value", "passes", "seed"]
     by_run = {row[2]: row for row in curves[1:]}
     assert set(by_run) == {"en/dense", "en/omp_s0.5", "en/mpi_s0.5", "en/rp_s0.5",
                            "en/parp_s0.5", "en/parp_s0.25", "fr/dense", "fr/omp_s0.5",
                            "fr/rp_s0.5", "joint/omp_s0.5"}
     assert by_run["en/omp_s0.5"] == [EN, "omp", "en/omp_s0.5", "0.5", "0.5", "test", "wer",
-                                     "0.2", "4.0"]
+                                     "0.2", "4.0", ""]
     assert by_run["en/dense"][3] == "0.0" and by_run["joint/omp_s0.5"][0] == f"{EN}+{FR}"
     for setting in (EN, FR, f"{EN}+{FR}"):
         assert (out / f"curves_{setting.replace('+', '_')}.png").stat().st_size > 1000
@@ -210,11 +210,13 @@ def test_results_table_for_error_rates(exp):
     assert "test wer %" in table and "Lower wer is better" in table
     assert "| parp_s0.5 | parp | 50.0 | 50.0 |" in table
     assert "| **10.0** |" in table and "| 20.0 |" in table    # best at 50 %: parp (10 % WER)
-    assert "**" not in (flat / "results.csv").read_text()
+    assert "**" not in (flat / "results.csv").read_text() + (flat / "runs.csv").read_text()
     assert (flat / "wer_vs_sparsity.png").stat().st_size > 1000
     write_results(exp / "xfer", metric="wer")         # several settings and mask sources
-    header = (exp / "xfer" / "RESULTS.md").read_text().splitlines()[4]
+    text = (exp / "xfer" / "RESULTS.md").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| run |"))
     assert "trained on" in header and "mask from" in header
+    assert "\n### en-US, mask from fr-FR\n" in text     # a curve table per setting and source
     from sprune.errors import UserError
 
     with pytest.raises(UserError, match="no run reports the metric 'per'"):

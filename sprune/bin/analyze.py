@@ -13,6 +13,9 @@ every table, plus CSV files and PNG plots:
 
   curves.csv, curves_<setting>.png      (a) error vs sparsity per method, dense as a line,
                                             and the fine-tuning passes of every run
+  results.csv                           (a) every cell over seeds (runs in seed<N>/ folders):
+                                            mean, std, min, max, "(n.s.)" marks, passes, PARP-
+                                            vs-MPI mask IOU (with --report: also beside FILE)
   joint.csv                             (a) joint multilingual run vs per-language runs
   iou_<method>_s<S>.csv / .png          (b) IOU of masks across settings + MPI and RP rows
   transfer_<method>_s<S>.csv / .png     (c) relative error change of mask transfer
