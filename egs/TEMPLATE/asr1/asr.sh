@@ -16,6 +16,11 @@
 # Every stage skips work that finished before, and a killed stage resumes from its last
 # checkpoint: re-run the same command. Methods are conf/prune_<method>.yaml files.
 #
+# --seeds "1 2 3" runs stages 3-6 (dense too) once per training seed (train.seed) into
+# exp/<tag>/seed<N>/; RESULTS.md then shows mean ± standard deviation over the seeds, and
+# --mask-from EXP takes seed N's masks from EXP/seed<N>/ when that folder exists. Without it
+# the runs use the config's train.seed and go to exp/<tag>/ directly.
+#
 # Mask transfer (paper 001 Fig. 7): --mask-from EXP takes every run's mask from the run of
 # the same sparsity under EXP (EXP/<mask-method>_s<S>, e.g. another language's OMP masks)
 # instead of finding one; rp/mpi/omp then sub-fine-tune that mask, parp/parp-p start from it.
@@ -28,6 +33,7 @@ finetune_config=conf/finetune.yaml   # task (ctc), units, head and fine-tuning s
 upstream=                            # upstream spec; empty: `upstream:` of the finetune config
 methods="rp mpi omp imp parp parp-p" # conf/prune_<method>.yaml for each
 sparsities="0.5"                     # target sparsities (space-separated)
+seeds=                               # training seeds, e.g. "1 2 3" (empty: the config's)
 local_data_opts=                     # options passed to local/data.sh (shell quoting applies)
 tag=                                 # experiment folder exp/<tag> (default: finetune config name)
 train_set=data/train
@@ -51,6 +57,10 @@ help_message="Usage: $0 [options]
   --upstream SPEC              upstream checkpoint (default: the config's upstream:)
   --methods LIST               pruning methods, conf/prune_<m>.yaml each (default \"$methods\")
   --sparsities LIST            target sparsities (default \"$sparsities\")
+  --seeds LIST                 training seeds (train.seed of every run, dense too), e.g.
+                               \"1 2 3\": seed N's runs go to exp/<tag>/seed<N>/ and
+                               RESULTS.md shows mean ± std (default: the config's seed, one
+                               run per cell in exp/<tag>/)
   --local-data-opts OPTS       options for local/data.sh
   --tag NAME                   experiment folder exp/NAME (default: finetune config name)
   --train-set DIR / --dev-set DIR   data dirs (default $train_set, $dev_set)
@@ -97,6 +107,16 @@ esac
 for m in $methods; do
   [ -f "conf/prune_$m.yaml" ] || { echo "$0: conf/prune_$m.yaml not found (--methods)" >&2; exit 2; }
 done
+# one entry per seed: "" (the config's seed, runs in $expdir) without --seeds
+seed_list=("")
+if [ -n "${seeds// /}" ]; then
+  read -r -a seed_list <<< "$seeds"
+  for seed in "${seed_list[@]}"; do
+    case $seed in *[!0-9]*) echo "$0: --seeds takes whole numbers, got '$seed'" >&2; exit 2;; esac
+  done
+fi
+# seed_dir SEED: the folder of that seed's runs
+seed_dir() { echo "$expdir${1:+/seed$1}"; }
 if [ -n "$mask_from" ]; then
   [ -d "$mask_from" ] || { echo "$0: --mask-from $mask_from is not a folder" >&2; exit 2; }
   for m in $methods; do
@@ -161,9 +181,25 @@ fi
 tests=()
 for t in $test_sets; do tests+=(--test "$t"); done
 
+# seed_opts SEED: the options that set a run's training seed (none without --seeds)
+seed_opts() { [ -z "$1" ] || echo "--set train.seed=$1"; }
+# dense_run SEED: the dense fine-tuning of one seed
+dense_run() {
+  # shellcheck disable=SC2046  # seed_opts prints whole words
+  sprune_train prune "${common[@]}" --method dense --out "$(seed_dir "$1")/dense" "${tests[@]}" \
+    $(seed_opts "$1") "${extra[@]}"
+}
+
 if run_stage 3 && [ -z "$mask_from" ]; then
-  log "stage 3: dense CTC fine-tuning -> $expdir/dense"
-  sprune_train prune "${common[@]}" --method dense --out "$expdir/dense" "${tests[@]}" "${extra[@]}"
+  for seed in "${seed_list[@]}"; do
+    log "stage 3: dense CTC fine-tuning -> $(seed_dir "$seed")/dense"
+    if [ ${#seed_list[@]} -gt 1 ]; then
+      train_spawn "dense${seed:+.seed$seed}" dense_run "$seed"
+    else
+      dense_run "$seed"
+    fi
+  done
+  pool_finish "stage 3"
 fi
 
 # run_done DIR: the run finished and has each test set's result (newer than outcome.json), as
@@ -176,39 +212,48 @@ run_done() {
 # decoded RUN NAME: RUN's eval_NAME.json is newer than its outcome.json
 decoded() { [ "$1/eval_$2.json" -nt "$1/outcome.json" ]; }
 
-# prune_run METHOD SPARSITY [--no-retrain]: one method at one sparsity
+# prune_run METHOD SPARSITY SEED [--no-retrain]: one method at one sparsity and seed
 prune_run() {
-  local m=$1 s=$2 source=()
-  shift 2
+  local m=$1 s=$2 seed=$3 source=() from=$mask_from dir
+  shift 3
+  dir=$(seed_dir "$seed")
   if [ -n "$mask_from" ]; then
-    source=(--mask-from "$mask_from/${mask_method}_s$s")
+    [ -z "$seed" ] || [ ! -d "$mask_from/seed$seed" ] || from=$mask_from/seed$seed
+    source=(--mask-from "$from/${mask_method}_s$s")
   else
-    source=(--dense "$expdir/dense")
+    source=(--dense "$dir/dense")
   fi
+  # shellcheck disable=SC2046  # seed_opts prints whole words
   sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" "${source[@]}" \
-    --out "$expdir/${m}_s$s" "${tests[@]}" "$@" "${extra[@]}"
+    --out "$dir/${m}_s$s" "${tests[@]}" "$@" $(seed_opts "$seed") "${extra[@]}"
 }
 
 if run_stage 4 && [ -z "$mask_from" ]; then
-  for m in $methods; do
-    for s in $sparsities; do
-      run_done "$expdir/${m}_s$s" && continue
-      log "stage 4: $m at sparsity $s -> $expdir/${m}_s$s"
-      train_spawn "prune.${m}_s$s" prune_run "$m" "$s" --no-retrain
+  for seed in "${seed_list[@]}"; do
+    dir=$(seed_dir "$seed")
+    for m in $methods; do
+      for s in $sparsities; do
+        run_done "$dir/${m}_s$s" && continue
+        log "stage 4: $m at sparsity $s -> $dir/${m}_s$s"
+        train_spawn "prune.${m}_s$s${seed:+.seed$seed}" prune_run "$m" "$s" "$seed" --no-retrain
+      done
     done
   done
   pool_finish "stage 4"
 fi
 
 if run_stage 5; then
-  for m in $methods; do
-    for s in $sparsities; do
-      if run_done "$expdir/${m}_s$s"; then
-        log "stage 5: $m at sparsity $s: finished (and decoded) before"
-        continue
-      fi
-      log "stage 5: $m at sparsity $s: fine-tune the subnetwork${mask_from:+ (mask from $mask_from)}"
-      train_spawn "retrain.${m}_s$s" prune_run "$m" "$s"
+  for seed in "${seed_list[@]}"; do
+    dir=$(seed_dir "$seed")
+    for m in $methods; do
+      for s in $sparsities; do
+        if run_done "$dir/${m}_s$s"; then
+          log "stage 5: $m at sparsity $s${seed:+, seed $seed}: finished (and decoded) before"
+          continue
+        fi
+        log "stage 5: $m at sparsity $s${seed:+, seed $seed}: fine-tune the subnetwork${mask_from:+ (mask from $mask_from)}"
+        train_spawn "retrain.${m}_s$s${seed:+.seed$seed}" prune_run "$m" "$s" "$seed"
+      done
     done
   done
   pool_finish "stage 5"
@@ -217,12 +262,13 @@ fi
 if run_stage 6; then
   for test_set in $test_sets; do
     name=$(basename "$test_set")
-    for run in "$expdir"/*/; do
+    for run in "$expdir"/*/ "$expdir"/seed*/*/; do
       run=${run%/}
       [ -f "$run/outcome.json" ] || continue
       decoded "$run" "$name" && continue
       log "stage 6: decode $run on $test_set"
-      pool_spawn "eval_$name.$(basename "$run")" sprune evaluate "$run" --data "$test_set" --name "$name"
+      job=${run#"$expdir"/}
+      pool_spawn "eval_$name.${job//\//.}" sprune evaluate "$run" --data "$test_set" --name "$name"
     done
   done
   pool_finish "stage 6"

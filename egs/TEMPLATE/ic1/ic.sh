@@ -9,6 +9,10 @@
 #   5  evaluate   every finished run on the test set
 #   6  results    exp/<tag>/RESULTS.md, results.csv and accuracy_vs_sparsity.png
 #
+# --seeds "1 2 3" runs everything (dense too) once per training seed (train.seed) into
+# exp/<tag>/seed<N>/; RESULTS.md then shows mean ± standard deviation over the seeds. Without
+# it the runs use the config's train.seed and go to exp/<tag>/ directly.
+#
 # Every stage skips work that finished before, and a killed stage resumes from its last
 # checkpoint: re-run the same command. Methods are conf/prune_<method>.yaml files.
 set -euo pipefail
@@ -19,6 +23,7 @@ finetune_config=conf/finetune.yaml   # task, head and fine-tuning settings
 upstream=                            # upstream spec; empty: `upstream:` of the finetune config
 methods="rp mpi omp imp parp parp-p" # conf/prune_<method>.yaml for each
 sparsities="0.5"                     # target sparsities (space-separated)
+seeds=                               # training seeds, e.g. "1 2 3" (empty: the config's)
 local_data_opts=                     # options passed to local/data.sh
 tag=                                 # experiment name (default: the finetune config's name)
 train_set=data/train
@@ -33,6 +38,10 @@ help_message="Usage: $0 [options]
   --upstream SPEC              upstream checkpoint (default: the config's upstream:)
   --methods LIST               pruning methods, conf/prune_<m>.yaml each (default \"$methods\")
   --sparsities LIST            target sparsities (default \"$sparsities\")
+  --seeds LIST                 training seeds (train.seed of every run, dense too), e.g.
+                               \"1 2 3\": seed N's runs go to exp/<tag>/seed<N>/ and
+                               RESULTS.md shows mean ± std (default: the config's seed, one
+                               run per cell in exp/<tag>/)
   --local-data-opts OPTS       options for local/data.sh
   --tag NAME                   experiment folder exp/NAME (default: finetune config name)
   --prune-opts OPTS            more options for sprune prune (e.g. \"--set train.epochs=3\")"
@@ -56,6 +65,18 @@ extra=($prune_opts)
 for m in $methods; do
   [ -f "conf/prune_$m.yaml" ] || { echo "$0: conf/prune_$m.yaml not found (--methods)" >&2; exit 2; }
 done
+# one entry per seed: "" (the config's seed, runs in $expdir) without --seeds
+seed_list=("")
+if [ -n "${seeds// /}" ]; then
+  read -r -a seed_list <<< "$seeds"
+  for seed in "${seed_list[@]}"; do
+    case $seed in *[!0-9]*) echo "$0: --seeds takes whole numbers, got '$seed'" >&2; exit 2;; esac
+  done
+fi
+# seed_dir SEED: the folder of that seed's runs; seed_opts SEED: its --set for sprune prune
+seed_dir() { echo "$expdir${1:+/seed$1}"; }
+seed_opts=()
+set_seed() { seed_opts=(); [ -z "$1" ] || seed_opts=(--set "train.seed=$1"); }
 
 if run_stage 1; then
   # The stamp names the data options, so other languages or seeds prepare the data again.
@@ -73,32 +94,45 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
-  log "stage 2: dense fine-tuning -> $expdir/dense"
-  sprune_train prune "${common[@]}" --method dense --out "$expdir/dense" "${extra[@]}"
+  for seed in "${seed_list[@]}"; do
+    dir=$(seed_dir "$seed")
+    set_seed "$seed"
+    log "stage 2: dense fine-tuning -> $dir/dense"
+    sprune_train prune "${common[@]}" --method dense --out "$dir/dense" "${seed_opts[@]}" \
+      "${extra[@]}"
+  done
 fi
 
 if run_stage 3; then
-  for m in $methods; do
-    for s in $sparsities; do
-      log "stage 3: $m at sparsity $s -> $expdir/${m}_s$s"
-      sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
-        --dense "$expdir/dense" --out "$expdir/${m}_s$s" --no-retrain "${extra[@]}"
+  for seed in "${seed_list[@]}"; do
+    dir=$(seed_dir "$seed")
+    set_seed "$seed"
+    for m in $methods; do
+      for s in $sparsities; do
+        log "stage 3: $m at sparsity $s -> $dir/${m}_s$s"
+        sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
+          --dense "$dir/dense" --out "$dir/${m}_s$s" --no-retrain "${seed_opts[@]}" "${extra[@]}"
+      done
     done
   done
 fi
 
 if run_stage 4; then
-  for m in $methods; do
-    for s in $sparsities; do
-      log "stage 4: $m at sparsity $s: fine-tune the subnetwork"
-      sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
-        --dense "$expdir/dense" --out "$expdir/${m}_s$s" "${extra[@]}"
+  for seed in "${seed_list[@]}"; do
+    dir=$(seed_dir "$seed")
+    set_seed "$seed"
+    for m in $methods; do
+      for s in $sparsities; do
+        log "stage 4: $m at sparsity $s${seed:+, seed $seed}: fine-tune the subnetwork"
+        sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
+          --dense "$dir/dense" --out "$dir/${m}_s$s" "${seed_opts[@]}" "${extra[@]}"
+      done
     done
   done
 fi
 
 if run_stage 5; then
-  for run in "$expdir"/*/; do
+  for run in "$expdir"/*/ "$expdir"/seed*/*/; do
     run=${run%/}
     [ -f "$run/outcome.json" ] || continue
     if [ -f "$run/eval_test.json" ] && [ "$run/eval_test.json" -nt "$run/outcome.json" ]; then
@@ -111,6 +145,7 @@ fi
 
 if run_stage 6; then
   log "stage 6: results"
-  sprune results "$expdir" --title "$tag: intent accuracy by pruning method"
+  sprune results "$expdir" --title "$tag: intent accuracy by pruning method" \
+    --test-data "$test_set"
   log "wrote $expdir/RESULTS.md, $expdir/results.csv and $expdir/accuracy_vs_sparsity.png"
 fi

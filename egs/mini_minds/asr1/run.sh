@@ -23,7 +23,9 @@
 #      ANALYSIS.md) and all tables in exp/RESULTS.md
 #
 # exp/tiny_hubert_en/<lang>/<method>_s<S>/ holds the LSR (en-US) and H2L runs,
-# exp/tiny_hubert_en/{transfer,joint}/ stages 3-4, exp/tiny_hubert_all/<lang>/ the CSR runs.
+# exp/tiny_hubert_en/{transfer,joint}/ stages 3-4, exp/tiny_hubert_all/<lang>/ the CSR runs;
+# with --seeds "1 2 3" each of those folders holds seed<N>/ folders (one per training seed)
+# and the tables show mean ± standard deviation over the seeds.
 # The defaults are a small study (3 languages, 3 sparsities, 120 updates of 2 utterances per
 # fine-tuning, 72 runs): 27 min on 2 idle cores (README, Results). A fuller study, e.g.
 #   ./run.sh --langs en-US,fr-FR,de-DE,nl-NL,es-ES --curve-langs "en-US fr-FR nl-NL" \
@@ -39,6 +41,7 @@ csr_langs="fr-FR"                # languages fine-tuned on the all-language upst
                                  # for those in --curve-langs, else dense + OMP mask)
 methods="rp mpi omp imp parp parp-p"
 sparsities="0.3 0.5 0.7"
+seeds=                           # training seeds, e.g. "1 2 3" (empty: the config's train.seed)
 transfer_sparsity=0.5
 transfer_methods="omp parp"      # omp: regular sub-fine-tuning of the given mask; parp: PARP from it
 transfer_targets=                # languages fine-tuned with other languages' masks (default:
@@ -66,6 +69,9 @@ help_message="Usage: $0 [options]
   --csr-langs LIST             languages on the all-language upstream (default \"$csr_langs\")
   --methods LIST               methods of the curves (default \"$methods\")
   --sparsities LIST            sparsities of the curves (default \"$sparsities\")
+  --seeds LIST                 training seeds of every run (train.seed), e.g. \"1 2 3\": the
+                               runs of seed N go to seed<N>/ folders and the tables show
+                               mean ± std (default: the config's seed, one run per cell)
   --transfer-sparsity S        sparsity of the mask transfer grid (default $transfer_sparsity)
   --transfer-methods LIST      methods fine-tuning a transferred mask (default \"$transfer_methods\")
   --transfer-targets LIST      languages receiving the masks (default: all but the first)
@@ -102,7 +108,8 @@ asr() {
   shift 3
   ./asr.sh --finetune-config "$finetune_config" --upstream "$up" --tag "${tag:+$tag/}$sub" \
     --train-set "$data/train" --dev-set "$data/dev" --test-sets "$data/test" \
-    --nj "$nj" --threads "$threads" --prune-opts "$prune_opts" "${launch_opts[@]}" "$@"
+    --nj "$nj" --threads "$threads" --prune-opts "$prune_opts" --seeds "$seeds" \
+    "${launch_opts[@]}" "$@"
 }
 
 if run_stage 1; then
