@@ -37,7 +37,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sprune.errors import UserError
 from sprune.io import atomic_path, atomic_write_text
@@ -398,24 +398,28 @@ def write_iou(runs: Sequence[Run], out: Path, method: str, sparsities: Sequence[
 
 # (c) cross-lingual mask transfer -------------------------------------------------------------
 
+def mean_scores(runs: Iterable[Run], key: Callable[[Run], Any], split: str, metric: str
+                ) -> dict[Any, float]:
+    """key(run) -> mean score of the runs with that key (the seeds of one cell), over the
+    runs with a `split` `metric` score."""
+    found: dict[Any, list[float]] = {}
+    for r in runs:
+        value = r.score(split, metric)
+        if value is not None:
+            found.setdefault(key(r), []).append(value)
+    return {k: sum(v) / len(v) for k, v in found.items()}
+
+
 def transfer_baselines(runs: Sequence[Run], method: str, sparsity: float, split: str,
                        metric: str) -> dict[str, float]:
-    """Target setting -> same-language error: the run of `method` whose mask came from the
-    target's own setting, else the target's own `method` run (for rp / mpi / omp the same
-    procedure as a same-language transfer)."""
-    baselines: dict[str, float] = {}
-    for r in runs:
-        value = r.score(split, metric)
-        if r.method != method or r.sparsity_key != sparsity or value is None:
-            continue
-        if r.source == r.setting:
-            baselines[r.setting] = value
-    for r in runs:
-        value = r.score(split, metric)
-        if (r.method == method and r.sparsity_key == sparsity and r.source is None
-                and value is not None):
-            baselines.setdefault(r.setting, value)
-    return baselines
+    """Target setting -> same-language error (mean over seeds): the runs of `method` whose
+    mask came from the target's own setting, else the target's own `method` runs (for rp /
+    mpi / omp the same procedure as a same-language transfer)."""
+    cell = [r for r in runs if r.method == method and r.sparsity_key == sparsity]
+    baselines = mean_scores((r for r in cell if r.source == r.setting), lambda r: r.setting,
+                            split, metric)
+    own = mean_scores((r for r in cell if r.source is None), lambda r: r.setting, split, metric)
+    return {**own, **baselines}
 
 
 def write_transfer(runs: Sequence[Run], out: Path, split: str, metric: str) -> Section:
@@ -428,7 +432,7 @@ def write_transfer(runs: Sequence[Run], out: Path, split: str, metric: str) -> S
                             key=lambda k: (METHOD_ORDER.index(k[0]) if k[0] in METHOD_ORDER
                                            else 99, k[1])):
         group = [r for r in transfers if r.method == method and r.sparsity_key == s]
-        errors = {(r.source, r.setting): r.score(split, metric) for r in group}
+        errors = mean_scores(group, lambda r: (r.source, r.setting), split, metric)
         baselines = transfer_baselines(runs, method, s, split, metric)
         langs = sorted({lang for pair in errors for lang in pair})
         for lang in langs:     # the diagonal is the same-language baseline itself
@@ -438,9 +442,8 @@ def write_transfer(runs: Sequence[Run], out: Path, split: str, metric: str) -> S
         sources = targets = langs
         matrix = [[grid.get((src, tgt)) for tgt in targets] for src in sources]
         labels = list(sources)
-        rp = {r.setting: r.score(split, metric) for r in runs
-              if r.method == "rp" and r.sparsity_key == s and r.source is None
-              and r.score(split, metric) is not None}
+        rp = mean_scores((r for r in runs if r.method == "rp" and r.sparsity_key == s
+                          and r.source is None), lambda r: r.setting, split, metric)
         if rp:
             labels.append("RP")
             matrix.append([relative_change(rp[t], baselines[t]) if t in rp and t in baselines
@@ -470,7 +473,8 @@ def write_transfer(runs: Sequence[Run], out: Path, split: str, metric: str) -> S
                    "Each cell: (error with the mask from the row's language, fine-tuned on the "
                    "column's) / (error with the column's own mask) - 1; negative is better. "
                    "omp = regular sub-fine-tuning of the given mask, parp = PARP started from "
-                   "it (Fig. 7); the RP row is random pruning on the target.\n\n"
+                   "it (Fig. 7); the RP row is random pruning on the target. Errors are "
+                   "means over the seeds of a cell.\n\n"
                    + "\n".join(body))
 
 
