@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sprune.bin.evaluate", "evaluate a finished run folder on a data dir"),
     "results": ("sprune.bin.results", "collect runs into RESULTS.md, a CSV and a PNG plot"),
     "analyze": ("sprune.bin.analyze", "pruning curves, mask IOU and transfer grids of an exp"),
+    "fidelity": ("sprune.bin.fidelity", "papers' claims checked against a results.csv"),
     "pathways": ("sprune.bin.pathways", "export one language's pathway of a pathways run"),
     "pretrain": ("sprune.bin.pretrain", "HuBERT-style pretraining (MFCC k-means units)"),
     "probe": ("sprune.bin.probe", "linear probe of frozen upstreams on intents (vs random init)"),

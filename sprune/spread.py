@@ -11,9 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 Z95 = 1.96   # two-sided 95 % quantile of the normal distribution
 NOT_SIGNIFICANT = " (n.s.)"
+
+
+class Spread(Protocol):
+    """Anything with a number of values and their standard deviation (a `Cell`, a row of a
+    results table)."""
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def std(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class Cell:
         return f"{scale * self.mean:.1f} ± {scale * self.std:.1f}"
 
 
-def spread(a: Cell, b: Cell, floor: float | None = None) -> float | None:
+def spread(a: Spread, b: Spread, floor: float | None = None) -> float | None:
     """What a difference between `a` and `b` must exceed to count: the larger standard
     deviation of the two when both have two values or more, else `floor` (None: unknown)."""
     if a.n > 1 and b.n > 1:
