@@ -19,8 +19,9 @@ from sprune.data.tokenizer import build_tokenizer
 from sprune.errors import UserError
 from sprune.tasks.ctc import (CTCCollate, CTCModel, decode_dataset, evaluate_ctc,
                               required_frames)
-from sprune.tasks.ctc_decode import (beam_search_batch, collapse, decode_batch, greedy_decode,
-                                     greedy_decode_batch, prefix_beam_search)
+from sprune.decode.ctc_reference import beam_search_batch, prefix_beam_search
+from sprune.tasks.ctc_decode import (CTCTaskDecoder, collapse, greedy_decode,
+                                     greedy_decode_batch, prune_units)
 from sprune.training import TrainConfig, Trainer
 
 SAMPLES_PER_FRAME = 80
@@ -131,9 +132,22 @@ def test_batch_decoders_ignore_padding_frames():
     assert greedy_decode_batch(lp) == [[1, 2], [2, 1]]
     beams = beam_search_batch(lp, lengths, beam=4)
     assert [h[0].labels for h in beams] == [[1, 2], [2]]
-    assert decode_batch(lp, lengths, "beam", beam=4) == [[1, 2], [2]]
+    tok = build_tokenizer("char", ["a b"])     # <blank>, |, a, b: ids 2, 3 are a, b
+    lp4 = torch.cat([torch.full((2, 3, 1), -30.0), lp], dim=-1)   # no '|' ever
+    lp4 = lp4[..., [1, 0, 2, 3]].log_softmax(-1)   # blank first, then '|', a, b
+    assert CTCTaskDecoder(tok, "beam", beam=4)(lp4, lengths) == ["ab", "b"]
+    assert CTCTaskDecoder(tok, "greedy")(lp4, lengths) == ["ab", "b"]
     with pytest.raises(UserError, match="unknown CTC decoder 'viterbi'"):
-        decode_batch(lp, lengths, "viterbi")
+        CTCTaskDecoder(tok, "viterbi")
+
+
+def test_prune_units_keeps_likely_units_and_the_best():
+    lp = log_probs_of([[0.6, 0.4], [0.3, 0.7]])[None].float()
+    pruned = prune_units(lp, 0.5)
+    assert pruned[0, 0, 1] < -1e29 and pruned[0, 0, 0] == lp[0, 0, 0]
+    assert pruned[0, 1, 1] == lp[0, 1, 1]
+    assert prune_units(log_probs_of([[0.3, 0.7]])[None], 0.9)[0, 0, 1] > -1
+    assert torch.equal(prune_units(lp, None), lp)
 
 
 # ---- the model ------------------------------------------------------------------------

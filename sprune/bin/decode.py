@@ -1,4 +1,9 @@
-"""Decode data dirs with a finished transducer run, with or without shallow fusion of an LM.
+"""Decode data dirs with a finished transducer or CTC run, with or without an LM.
+
+Transducer runs (below): sprune's batched search with shallow fusion of a sprune LM. CTC
+runs: greedy, or torchaudio's flashlight CTC beam search with a lexicon and a KenLM n-gram or
+a sprune LM (`sprune decode RUN --help` options --lexicon, --kenlm, --word-score; see
+sprune.bin.decode_ctc).
 
   sprune decode exp/asr/dense --test data/test --beam 4
   sprune decode exp/asr/dense --dev data/dev --test data/test --lm exp/lm/dense/final \\
@@ -29,7 +34,7 @@ from sprune.decode import SEARCH_BATCH
 from sprune.errors import UserError
 from sprune.io import atomic_write_text
 
-HELP = "decode with a transducer run, fusing a (pruned) LM"
+HELP = "decode with a transducer or CTC run, fusing a (pruned) LM or an n-gram"
 
 
 def weight_list(text: str) -> list[float]:
@@ -51,11 +56,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev", metavar="DIR",
                         help="data dir on which the weight grid is tuned (needed when a weight "
                              "option lists several values)")
-    parser.add_argument("--decoder", choices=("sprune", "espnet"), default="sprune",
-                        help="sprune: batched modified beam search with cached LM fusion; "
-                             "espnet: ESPnet's BeamSearchTransducer (default sprune)")
-    parser.add_argument("--beam", type=int, default=4, help="beam size (default 4; 1 = greedy)")
+    parser.add_argument("--decoder", choices=("sprune", "espnet", "flashlight", "greedy"),
+                        help="transducer runs: sprune (batched modified beam search with "
+                             "cached LM fusion, the default) or espnet (ESPnet's "
+                             "BeamSearchTransducer); CTC runs: flashlight (torchaudio's CTC "
+                             "beam search, the default) or greedy")
+    parser.add_argument("--beam", type=int, help="beam size (default: 4 for transducer runs, "
+                        "1 = greedy; 16 for CTC runs)")
     parser.add_argument("--lm", metavar="LM_DIR", help="a sprune LM folder to fuse")
+    parser.add_argument("--lexicon", metavar="FILE",
+                        help="CTC: a lexicon (`word unit unit ...` per line, `sprune lexicon`) "
+                             "restricting the search to its words; needed by --kenlm / --lm")
+    parser.add_argument("--kenlm", metavar="FILE",
+                        help="CTC: a word n-gram, ARPA or KenLM binary (`sprune lm arpa`)")
+    parser.add_argument("--word-score", type=weight_list, default=[0.0], metavar="S[,S...]",
+                        help="CTC with --lexicon: score added per word, tuned with the LM "
+                             "weight (default 0)")
+    parser.add_argument("--beam-threshold", type=float, default=50.0,
+                        help="CTC: hypotheses this far below the best are dropped (default 50)")
+    parser.add_argument("--report", metavar="FILE",
+                        help="CTC: write or replace the run's `## CTC decoding` table (all "
+                             "its decode_*/result.json) in this Markdown file")
+    parser.add_argument("--report-note", metavar="TEXT",
+                        help="CTC: a line printed above that table")
     parser.add_argument("--lm-weight", type=weight_list, default=[0.0], metavar="W[,W...]",
                         help="LM weight(s) (default 0)")
     parser.add_argument("--lodr", metavar="FILE",
@@ -79,6 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    if args.decoder in ("flashlight", "greedy"):
+        raise UserError(f"--decoder {args.decoder} decodes CTC runs; a transducer run takes "
+                        "--decoder sprune or espnet")
+    if args.lexicon or args.kenlm or any(args.word_score) or args.report:
+        raise UserError("--lexicon, --kenlm, --word-score and --report apply to CTC runs")
     if args.beam < 1:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if args.batch_size < 1:
@@ -141,15 +169,22 @@ def run(args: argparse.Namespace) -> int:
     from sprune.tasks.transducer import EncodedSet, search_encoded
     from sprune.training import resolve_device
 
-    _check(args)
     run_dir = Path(args.run_dir)
+    if args.beam is not None and args.beam < 1:
+        raise UserError(f"--beam must be at least 1, got {args.beam}")
     if not (run_dir / "final").is_dir():
         raise UserError(f"{run_dir}/final is missing; the run has not finished (run `sprune "
                         "prune` for it first)")
     experiment = load_experiment(run_dir)
+    if experiment.task == "ctc":
+        from sprune.bin.decode_ctc import run_ctc
+
+        return run_ctc(args, run_dir, experiment)
     if experiment.task != "transducer":
         raise UserError(f"{run_dir} is a '{experiment.task}' run; sprune decode decodes "
-                        "transducer runs (use `sprune evaluate` for the others)")
+                        "transducer and CTC runs (use `sprune evaluate` for the others)")
+    args.decoder, args.beam = args.decoder or "sprune", args.beam or 4
+    _check(args)
     device = str(resolve_device(args.device))
     lm, ngram = load_fusion_models(run_dir, experiment, args.lm, args.lodr, device)
     model = experiment.build_model()

@@ -11,6 +11,7 @@ them to and from ESPnet.
   sprune lm export ...   a sprune LM -> an espnet2 TransformerLM checkpoint
   sprune lm results ...  RESULTS.md, results.csv and PNG plots of an LM experiment
   sprune lm ngram ...    a token n-gram of transcripts, for LODR in `sprune decode`
+  sprune lm arpa ...     a word n-gram (ARPA, Kneser-Ney) of transcripts, for CTC decoding
 
 Run `sprune lm <command> --help` for each command's options.
 """
@@ -34,6 +35,7 @@ LM_COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("sprune.bin.lm_import", "convert an espnet2 TransformerLM checkpoint to sprune"),
     "export": ("sprune.bin.lm_export", "convert a sprune LM to an espnet2 TransformerLM"),
     "ngram": ("sprune.bin.lm_ngram", "a token n-gram of transcripts, for LODR in decoding"),
+    "arpa": ("sprune.bin.lm_arpa", "a word n-gram ARPA file of transcripts, for CTC decoding"),
 }
 
 

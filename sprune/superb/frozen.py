@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.data.tokenizer import BLANK_ID, Tokenizer
 from sprune.tasks.ctc import Decoded, error_rates
-from sprune.tasks.ctc_decode import decode_batch
+from sprune.tasks.ctc_decode import greedy_decode_batch
 from sprune.tasks.intent import masked_mean
 
 # upstream(wavs [B, T], lengths [B]) -> object with hidden_states (L + 1 x [B, T', D]), lengths
@@ -204,7 +204,7 @@ def _decode(model: CTCHead, features: Features, tokenizer: Tokenizer, norm: tupl
         for start in range(0, len(features.utts), batch_size):
             frames = [(f - norm[0]) / norm[1] for f in features.frames[start:start + batch_size]]
             padded, lengths = _pad(frames)
-            labels = decode_batch(model(padded, lengths), lengths, "greedy")
+            labels = greedy_decode_batch(model(padded, lengths), lengths)
             for k, ids in enumerate(labels):
                 i = start + k
                 decoded.append(Decoded(features.utts[i], features.langs[i],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from sprune import metrics
 from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.data.tokenizer import BLANK_ID, PhoneTokenizer, Tokenizer
 from sprune.errors import UserError
-from sprune.tasks.ctc_decode import LMScorer, decode_batch
+from sprune.tasks.ctc_decode import CTCTaskDecoder
 from sprune.training import param_groups
 
 
@@ -80,6 +80,8 @@ class CTCConfig:
     # with probability `time_mask_prob` (0: off), are set to zero; see sprune.ssl.masking
     time_mask_prob: float = 0.0
     time_mask_span: int = 10
+    # decoding of training-time and `sprune evaluate` runs: greedy, or beam (torchaudio's
+    # flashlight CTC decoder, lexicon-free, no LM; `sprune decode` adds lexicons and LMs)
     decoder: Literal["greedy", "beam"] = "greedy"
     beam: int = 8
     beam_prune: float | None = None  # beam: try only labels with probability >= this
@@ -200,33 +202,44 @@ def check_decodable(dataset: AudioDataset, task: str) -> None:
 
 
 @torch.no_grad()
-def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
-                   decoder: Literal["greedy", "beam"] = "greedy", beam: int = 8,
-                   prune: float | None = None, lm_scorer: LMScorer | None = None,
-                   batch_size: int = 8, device: torch.device | str | None = None) -> list[Decoded]:
-    """Decode every utterance of `dataset` (which needs transcripts), in dataset order. In a
-    distributed run each process decodes its share of the batches and every process gets
-    the whole list."""
+def ctc_log_probs(model: CTCModel, dataset: AudioDataset, batch_size: int = 8,
+                  device: torch.device | str | None = None
+                  ) -> Iterator[tuple[list[int], dict[str, Any], Tensor, Tensor]]:
+    """Run the model over `dataset` (which needs transcripts) in batches of similar length:
+    yields (dataset indices, the collated batch, log-probs [B, T, V] on the CPU, valid frames
+    [B]). In a distributed run each process gets its share of the batches."""
     from sprune.training import distributed
 
-    if decoder not in ("greedy", "beam"):
-        raise UserError(f"unknown CTC decoder '{decoder}'; use greedy or beam")
     check_decodable(dataset, "CTC")
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    # batches of similar length waste little compute on padding; the output keeps dataset order
-    out: dict[int, Decoded] = {}
     try:
         for indices in distributed.my_share(dataset.length_sorted_batches(batch_size)):
             batch = collate_audio([dataset[i] for i in indices])
             log_probs, frames = model.log_probs(batch["wavs"].to(device), batch["lengths"].to(device))
-            labels = decode_batch(log_probs.cpu(), frames.cpu(), decoder, beam, prune, lm_scorer)
-            langs = batch.get("lang") or [None] * len(labels)
-            for i, utt, lang, text, ids in zip(indices, batch["utt"], langs, batch["text"], labels):
-                out[i] = Decoded(utt, lang, tokenizer.normalize(text), tokenizer.decode(ids))
+            yield indices, batch, log_probs.cpu(), frames.cpu()
     finally:
         model.train(was_training)
+
+
+def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
+                   decoder: Literal["greedy", "beam"] = "greedy", beam: int = 8,
+                   prune: float | None = None, batch_size: int = 8,
+                   device: torch.device | str | None = None) -> list[Decoded]:
+    """Decode every utterance of `dataset` (which needs transcripts), in dataset order, with
+    `sprune.tasks.ctc_decode.CTCTaskDecoder`. In a distributed run each process decodes its
+    share of the batches and every process gets the whole list."""
+    from sprune.training import distributed
+
+    search = CTCTaskDecoder(tokenizer, decoder, beam, prune)
+    # batches of similar length waste little compute on padding; the output keeps dataset order
+    out: dict[int, Decoded] = {}
+    for indices, batch, log_probs, frames in ctc_log_probs(model, dataset, batch_size, device):
+        hyps = search(log_probs, frames)
+        langs = batch.get("lang") or [None] * len(hyps)
+        for i, utt, lang, text, hyp in zip(indices, batch["utt"], langs, batch["text"], hyps):
+            out[i] = Decoded(utt, lang, tokenizer.normalize(text), hyp)
     return distributed.merge_indexed(out, len(dataset))
 
 
@@ -255,10 +268,8 @@ def error_rates(decoded: Sequence[Decoded], tokenizer: Tokenizer) -> dict[str, f
 
 def evaluate_ctc(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
                  decoder: Literal["greedy", "beam"] = "greedy", beam: int = 8,
-                 prune: float | None = None, lm_scorer: LMScorer | None = None,
-                 batch_size: int = 8,
+                 prune: float | None = None, batch_size: int = 8,
                  device: torch.device | str | None = None) -> dict[str, float]:
     """Decode `dataset` and score it: {"wer", "cer" | "per", "wer/<lang>", ...} (fractions)."""
-    decoded = decode_dataset(model, dataset, tokenizer, decoder, beam, prune, lm_scorer,
-                             batch_size, device)
+    decoded = decode_dataset(model, dataset, tokenizer, decoder, beam, prune, batch_size, device)
     return error_rates(decoded, tokenizer)
