@@ -45,7 +45,7 @@ WRAPPERS = {"egs/mini_minds/asr1/run.sh", "egs/commonvoice/asr1/run.sh",
             "egs/librispeech/asr1/run.sh", "egs/librispeech/asr1/run_transducer.sh",
             "egs/minds14/ic1/run.sh"}
 SHELL_FILES = ["utils/launch.sh", "utils/slurm_torchrun.sh", "egs/TEMPLATE/ic1/cmd.sh",
-               "egs/TEMPLATE/job_pool.sh", *SCRIPTS]
+               "egs/TEMPLATE/job_pool.sh", "egs/TEMPLATE/seeds.sh", *SCRIPTS]
 
 # prints its name and each argument in brackets: `sprune [prune] [--out] [a b]`
 ECHO = '#!/bin/sh\nprintf "%s" "{name}"; for a in "$@"; do printf " [%s]" "$a"; done; echo\n'
@@ -309,8 +309,9 @@ def test_intent_recipe_trains_with_two_processes(tmp_path, sprune_on_path):
     short = ("--set train.max_steps=3 --set train.batch_size=4 --set train.log_every=1 "
              "--set train.eval_every=3 --set train.save_every=3 --set eval_batch_size=4 "
              "--set train.device=cpu")
-    done = subprocess.run(["./run.sh", "--stage", "2", "--methods", "omp", "--upstream",
-                           tmp_path / "upstream", "--prune-opts", short, "--ngpu", "2"],
+    done = subprocess.run(["./run.sh", "--stage", "2", "--methods", "omp", "--sparsities", "0.5",
+                           "--upstream", tmp_path / "upstream", "--prune-opts", short,
+                           "--ngpu", "2"],
                           cwd=recipe, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     calls = (tmp_path / "python_calls").read_text().splitlines()

@@ -107,16 +107,9 @@ esac
 for m in $methods; do
   [ -f "conf/prune_$m.yaml" ] || { echo "$0: conf/prune_$m.yaml not found (--methods)" >&2; exit 2; }
 done
-# one entry per seed: "" (the config's seed, runs in $expdir) without --seeds
-seed_list=("")
-if [ -n "${seeds// /}" ]; then
-  read -r -a seed_list <<< "$seeds"
-  for seed in "${seed_list[@]}"; do
-    case $seed in *[!0-9]*) echo "$0: --seeds takes whole numbers, got '$seed'" >&2; exit 2;; esac
-  done
-fi
-# seed_dir SEED: the folder of that seed's runs
-seed_dir() { echo "$expdir${1:+/seed$1}"; }
+# --seeds: seed_list, seed_dir, seed_opts (egs/TEMPLATE/seeds.sh, beside job_pool.sh)
+# shellcheck disable=SC1091
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../seeds.sh"
 if [ -n "$mask_from" ]; then
   [ -d "$mask_from" ] || { echo "$0: --mask-from $mask_from is not a folder" >&2; exit 2; }
   for m in $methods; do
@@ -181,8 +174,6 @@ fi
 tests=()
 for t in $test_sets; do tests+=(--test "$t"); done
 
-# seed_opts SEED: the options that set a run's training seed (none without --seeds)
-seed_opts() { [ -z "$1" ] || echo "--set train.seed=$1"; }
 # dense_run SEED: the dense fine-tuning of one seed
 dense_run() {
   # shellcheck disable=SC2046  # seed_opts prints whole words

@@ -65,18 +65,9 @@ extra=($prune_opts)
 for m in $methods; do
   [ -f "conf/prune_$m.yaml" ] || { echo "$0: conf/prune_$m.yaml not found (--methods)" >&2; exit 2; }
 done
-# one entry per seed: "" (the config's seed, runs in $expdir) without --seeds
-seed_list=("")
-if [ -n "${seeds// /}" ]; then
-  read -r -a seed_list <<< "$seeds"
-  for seed in "${seed_list[@]}"; do
-    case $seed in *[!0-9]*) echo "$0: --seeds takes whole numbers, got '$seed'" >&2; exit 2;; esac
-  done
-fi
-# seed_dir SEED: the folder of that seed's runs; seed_opts SEED: its --set for sprune prune
-seed_dir() { echo "$expdir${1:+/seed$1}"; }
-seed_opts=()
-set_seed() { seed_opts=(); [ -z "$1" ] || seed_opts=(--set "train.seed=$1"); }
+# --seeds: seed_list, seed_dir, seed_opts (egs/TEMPLATE/seeds.sh)
+# shellcheck disable=SC1091
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../seeds.sh"
 
 if run_stage 1; then
   # The stamp names the data options, so other languages or seeds prepare the data again.
@@ -95,41 +86,31 @@ fi
 
 if run_stage 2; then
   for seed in "${seed_list[@]}"; do
-    dir=$(seed_dir "$seed")
-    set_seed "$seed"
-    log "stage 2: dense fine-tuning -> $dir/dense"
-    sprune_train prune "${common[@]}" --method dense --out "$dir/dense" "${seed_opts[@]}" \
-      "${extra[@]}"
+    log "stage 2: dense fine-tuning -> $(seed_dir "$seed")/dense"
+    # shellcheck disable=SC2046  # seed_opts prints whole words
+    sprune_train prune "${common[@]}" --method dense --out "$(seed_dir "$seed")/dense" \
+      $(seed_opts "$seed") "${extra[@]}"
   done
 fi
 
-if run_stage 3; then
+# prune_all STAGE [--no-retrain]: every method at every sparsity, for every seed
+prune_all() {
+  local stage_no=$1 seed dir m s
+  shift
   for seed in "${seed_list[@]}"; do
     dir=$(seed_dir "$seed")
-    set_seed "$seed"
     for m in $methods; do
       for s in $sparsities; do
-        log "stage 3: $m at sparsity $s -> $dir/${m}_s$s"
+        log "stage $stage_no: $m at sparsity $s${seed:+, seed $seed} -> $dir/${m}_s$s"
+        # shellcheck disable=SC2046  # seed_opts prints whole words
         sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
-          --dense "$dir/dense" --out "$dir/${m}_s$s" --no-retrain "${seed_opts[@]}" "${extra[@]}"
+          --dense "$dir/dense" --out "$dir/${m}_s$s" "$@" $(seed_opts "$seed") "${extra[@]}"
       done
     done
   done
-fi
-
-if run_stage 4; then
-  for seed in "${seed_list[@]}"; do
-    dir=$(seed_dir "$seed")
-    set_seed "$seed"
-    for m in $methods; do
-      for s in $sparsities; do
-        log "stage 4: $m at sparsity $s${seed:+, seed $seed}: fine-tune the subnetwork"
-        sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
-          --dense "$dir/dense" --out "$dir/${m}_s$s" "${seed_opts[@]}" "${extra[@]}"
-      done
-    done
-  done
-fi
+}
+if run_stage 3; then prune_all 3 --no-retrain; fi   # the masks
+if run_stage 4; then prune_all 4; fi                # fine-tune the subnetworks
 
 if run_stage 5; then
   for run in "$expdir"/*/ "$expdir"/seed*/*/; do
