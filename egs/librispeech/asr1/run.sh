@@ -8,6 +8,10 @@
 #
 # Stages (asr.sh): 1 data, 2 phonemize (char units: skipped), 3 dense, 4 prune, 5 retrain,
 # 6 evaluate, 7 results + analysis; see ./asr.sh --help. Experiments: exp/finetune_<split>/.
+# Stage 8 decodes the dense run with torchaudio's flashlight CTC decoder: greedy, beam,
+# + lexicon, + a word 3-gram of the training transcripts, + a sprune LM when --neural-lm names
+# one (e.g. ../lm1's dense LM), weights tuned on the dev set; the table goes into
+# exp/<tag>/RESULTS.md (../../TEMPLATE/asr1/ctc_decode.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -26,6 +30,8 @@ tag=                  # default: finetune_<split>
 nj=1
 threads=0
 prune_opts=
+neural_lm=            # stage 8: a sprune LM folder (../lm1/exp/<tag>/dense/final) to fuse
+decode_opts=          # stage 8: more ../../TEMPLATE/asr1/ctc_decode.sh options
 
 help_message="Usage: $0 --upstream SPEC (--librispeech-root DIR --librilight-root DIR | --download true) [options]
   --split NAME              10min, 1h or 10h (default $split)
@@ -38,7 +44,9 @@ help_message="Usage: $0 --upstream SPEC (--librispeech-root DIR --librilight-roo
   --methods LIST            pruning methods (default \"$methods\")
   --sparsities LIST         target sparsities (default \"$sparsities\")
   --stage N / --stop-stage N / --tag NAME / --nj N / --threads N / --prune-opts OPTS
-                            as in ./asr.sh --help"
+                            as in ./asr.sh --help; stage 8: CTC decoding of the dense run
+  --neural-lm DIR           stage 8: a sprune LM to fuse (default: none)
+  --decode-opts OPTS        stage 8: more ctc_decode.sh options (e.g. \"--beam 64\")"
 
 . utils/launch.sh   # --ngpu, --num-nodes, ...: passed on to ./asr.sh (torchrun)
 help_message+=$launch_help
@@ -62,3 +70,12 @@ for t in $test_sets; do tests+=("data/${t//-/_}"); done
   --train-set "data/train_$split" --dev-set "data/${dev_set//-/_}" --test-sets "${tests[*]}" \
   --stage "$stage" --stop-stage "$stop_stage" --tag "${tag:-finetune_$split}" \
   --nj "$nj" --threads "$threads" --prune-opts "$prune_opts" "${launch_opts[@]}"
+
+if [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  expdir=exp/${tag:-finetune_$split}
+  # shellcheck disable=SC2086
+  ../../TEMPLATE/asr1/ctc_decode.sh --run "$expdir/dense" --train-set "data/train_$split" \
+    --dev-set "data/${dev_set//-/_}" --test-set "${tests[0]}" --lm-dir "$expdir/decode_lm" \
+    --lm-config none ${neural_lm:+--neural-lm "$neural_lm"} --report "$expdir/RESULTS.md" \
+    $decode_opts
+fi

@@ -21,6 +21,10 @@
 #      3.5 min, pretraining 12 min on one core of the idle machine)
 #   6  analysis: `sprune analyze` per upstream -> exp/<upstream>/analysis/ (CSV, PNG,
 #      ANALYSIS.md) and all tables in exp/RESULTS.md
+#   7  decoding: the LSR dense run (first language) decoded greedy, with torchaudio's
+#      flashlight CTC beam search, + lexicon, + a word 3-gram of the training transcripts,
+#      + a small sprune LM trained on them (../../TEMPLATE/asr1/ctc_decode.sh); the table
+#      goes into exp/RESULTS.md (section "CTC decoding")
 #
 # exp/tiny_hubert_en/<lang>/<method>_s<S>/ holds the LSR (en-US) and H2L runs,
 # exp/tiny_hubert_en/{transfer,joint}/ stages 3-4, exp/tiny_hubert_all/<lang>/ the CSR runs;
@@ -59,9 +63,11 @@ nj=2                             # fine-tuning runs at once
 threads=1                        # torch threads per run
 metric=cer                       # error rate of the tables (WER stays near 100 % at this scale)
 prune_opts=                      # more sprune prune options for every run
+decode_opts=                     # more ../../TEMPLATE/asr1/ctc_decode.sh options (stage 7)
 
 help_message="Usage: $0 [options]
-  --stage N / --stop-stage N   1 data, 2 LSR + H2L, 3 transfer, 4 joint, 5 CSR, 6 analysis
+  --stage N / --stop-stage N   1 data, 2 LSR + H2L, 3 transfer, 4 joint, 5 CSR, 6 analysis,
+                               7 decoding (greedy / beam / n-gram / neural LM)
                                (default $stage..$stop_stage)
   --langs LIST                 corpus languages, comma-separated; the first is the LSR one
                                (default $langs)
@@ -84,7 +90,8 @@ help_message="Usage: $0 [options]
   --tag NAME                   experiments go to exp/NAME/ (default: exp/)
   --nj N / --threads N         runs at once and torch threads per run (default $nj / $threads)
   --metric NAME                error rate of the tables: cer or wer (default $metric)
-  --prune-opts OPTS            more sprune prune options (e.g. \"--set train.max_steps=600\")"
+  --prune-opts OPTS            more sprune prune options (e.g. \"--set train.max_steps=600\")
+  --decode-opts OPTS           more ctc_decode.sh options for stage 7 (e.g. \"--beam 32\")"
 
 . ./path.sh
 . utils/launch.sh   # --ngpu, --num-nodes, ...: passed on to ./asr.sh and ../ssl1 (torchrun)
@@ -211,5 +218,16 @@ if run_stage 6; then
     --note "Corpus: synthetic espeak-ng speech, languages $langs (seed $seed), char CTC, fine-tuning config $finetune_config${prune_opts:+ with $prune_opts}; test $metric in %." \
     > /dev/null
   log "wrote $exp/RESULTS.md (all tables) and $exp/*/analysis/ (CSV, PNG)"
+fi
+
+if run_stage 7; then
+  lang=${lang_list[0]}
+  run=$exp/tiny_hubert_en/$lang/dense
+  [ -d "$run/final" ] || { echo "$0: stage 7: $run has not finished (run stage 2 first)" >&2; exit 2; }
+  log "stage 7: decoding $run: greedy, beam, + lexicon, + word 3-gram, + neural LM"
+  # shellcheck disable=SC2086
+  ../../TEMPLATE/asr1/ctc_decode.sh --run "$run" --train-set "data/$lang/train" \
+    --dev-set "data/$lang/dev" --test-set "data/$lang/test" --lm-dir "$exp/decode_lm/$lang" \
+    --lm-config conf/lm.yaml --report "$exp/RESULTS.md" --threads "$threads" $decode_opts
 fi
 log "done"
