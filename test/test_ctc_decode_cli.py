@@ -111,6 +111,27 @@ def test_decoding_with_a_sprune_lm(workspace, cli, tmp_path):
     assert doc["lm"] == str(tmp_path / "lm") and doc["lm_weight"] == 0.5
 
 
+def test_lexicon_free_decoding_with_a_unit_ngram(workspace, cli):
+    """`sprune lm arpa --units RUN` counts the run's characters (`|` between words); the
+    lexicon-free search takes it without --lexicon and tunes its weight on dev CER."""
+    run = workspace / "exp" / "dense"
+    arpa = workspace / "lm" / "char4.arpa"
+    done = cli("lm", "arpa", "--data", workspace / "train", "--units", run, "--order", "4",
+               "--out", arpa)
+    assert done.returncode == 0, done.stderr
+    unigrams = arpa.read_text().split("\\1-grams:\n")[1].split("\n\n")[0].splitlines()
+    units = {line.split("\t")[1] for line in unigrams}
+    vocab = json.loads((run / "tokenizer.json").read_text())["vocab"]
+    assert "|" in units and units - {"<s>", "</s>", "<unk>"} <= set(vocab)
+    done = cli("decode", run, "--dev", workspace / "dev", "--test", workspace / "test",
+               "--beam", "4", "--kenlm", arpa, "--lm-weight", "0,0.5", "--tune-on", "cer")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((run / "decode_beam4_kenlm-char4" / "result.json").read_text())
+    assert doc["tune_on"] == "cer" and doc["lexicon"] is None
+    best = min(doc["tuning"], key=lambda r: r["cer"])
+    assert doc["lm_weight"] == best["lm_weight"]
+
+
 def test_bad_inputs_are_one_line_and_exit_2(workspace, cli, tmp_path):
     run = workspace / "exp" / "dense"
     test = workspace / "test"
@@ -127,7 +148,7 @@ def test_bad_inputs_are_one_line_and_exit_2(workspace, cli, tmp_path):
     one_line_error(cli("decode", run, "--test", test, "--lexicon", lexicon, "--kenlm", corrupt),
                    "corrupt.arpa is not a readable ARPA or KenLM binary file (KenLM: ")
     one_line_error(cli("decode", run, "--test", test, "--kenlm", workspace / "lm" / "3gram.arpa"),
-                   "give --lexicon FILE")
+                   "has words that are not units of the model")
     one_line_error(cli("decode", run, "--test", test, "--lodr", "x.2gram"),
                    "apply to transducer runs")
     one_line_error(cli("decode", run, "--test", test, "--decoder", "espnet"),

@@ -91,6 +91,19 @@ def test_kenlm_ngram_and_word_score_change_the_decision(tmp_path):
     assert len(costly.texts(two)[0].split()) < 2
 
 
+def test_unit_ngram_changes_a_lexicon_free_decision(tmp_path):
+    """Lexicon-free search with a character n-gram: the spelling the LM has seen wins a
+    near-tie, and the weight scales its effect (0: the acoustic choice)."""
+    arpa = tmp_path / "char.arpa"
+    train_kneser_ney([TOK.tokens("bed")] * 20 + [TOK.tokens("bid")], order=3).write_arpa(arpa)
+    lp = ambiguous_word()
+    assert FlashlightCTCDecoder(TOK, SearchOptions(beam=8)).texts(lp) == ["bad"]
+    off = FlashlightCTCDecoder(TOK, SearchOptions(beam=8, lm_weight=0.0), None, arpa)
+    assert off.texts(lp) == ["bad"]
+    fused = FlashlightCTCDecoder(TOK, SearchOptions(beam=8, lm_weight=1.0), None, arpa)
+    assert fused.texts(lp) == ["bed"]
+
+
 @pytest.fixture(scope="module")
 def tiny_lm():
     from sprune.lm.config import LMConfig
@@ -188,7 +201,9 @@ def test_missing_ngram_and_lm_without_lexicon_are_user_errors(tmp_path):
     lexicon = read_lexicon(lexicon_file(tmp_path), TOK)
     with pytest.raises(UserError, match="missing.arpa does not exist"):
         FlashlightCTCDecoder(TOK, SearchOptions(), lexicon, tmp_path / "missing.arpa")
-    with pytest.raises(UserError, match="give --lexicon FILE"):
-        FlashlightCTCDecoder(TOK, SearchOptions(), None, tmp_path / "lm.arpa")
+    with pytest.raises(UserError, match="missing.arpa does not exist"):
+        FlashlightCTCDecoder(TOK, SearchOptions(), None, tmp_path / "missing.arpa")
+    with pytest.raises(UserError, match="give --lexicon FILE with --lm"):
+        FlashlightCTCDecoder(TOK, SearchOptions(), None, None, lm=object())
     with pytest.raises(UserError, match="--word-score applies to lexicon search"):
         FlashlightCTCDecoder(TOK, SearchOptions(word_score=1.0))

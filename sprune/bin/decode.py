@@ -68,12 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CTC: a lexicon (`word unit unit ...` per line, `sprune lexicon`) "
                              "restricting the search to its words; needed by --kenlm / --lm")
     parser.add_argument("--kenlm", metavar="FILE",
-                        help="CTC: a word n-gram, ARPA or KenLM binary (`sprune lm arpa`)")
+                        help="CTC: an n-gram, ARPA or KenLM binary: over words with --lexicon, "
+                        "over the run's units without (`sprune lm arpa [--units RUN]`)")
     parser.add_argument("--word-score", type=weight_list, default=[0.0], metavar="S[,S...]",
                         help="CTC with --lexicon: score added per word, tuned with the LM "
                              "weight (default 0)")
     parser.add_argument("--beam-threshold", type=float, default=50.0,
                         help="CTC: hypotheses this far below the best are dropped (default 50)")
+    parser.add_argument("--tune-on", choices=("wer", "cer"), default="wer",
+                        help="CTC: the dev error rate the weight grid minimises (default wer; "
+                        "cer suits a unit n-gram)")
     parser.add_argument("--report", metavar="FILE",
                         help="CTC: write or replace the run's `## CTC decoding` table (all "
                              "its decode_*/result.json) in this Markdown file")
@@ -105,8 +109,10 @@ def _check(args: argparse.Namespace) -> None:
     if args.decoder in ("flashlight", "greedy"):
         raise UserError(f"--decoder {args.decoder} decodes CTC runs; a transducer run takes "
                         "--decoder sprune or espnet")
-    if args.lexicon or args.kenlm or any(args.word_score) or args.report:
-        raise UserError("--lexicon, --kenlm, --word-score and --report apply to CTC runs")
+    if args.lexicon or args.kenlm or any(args.word_score) or args.report \
+            or args.tune_on != "wer":
+        raise UserError("--lexicon, --kenlm, --word-score, --tune-on and --report apply to CTC "
+                        "runs")
     if args.beam < 1:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if args.batch_size < 1:

@@ -1,9 +1,12 @@
 """`sprune decode` for CTC runs: greedy, or torchaudio's flashlight CTC beam search,
-lexicon-free or lexicon-constrained, with a KenLM word n-gram or a sprune Transformer LM
-fused (`sprune.decode.ctc_flashlight`).
+lexicon-free (optionally with a KenLM n-gram over the run's units, e.g. characters) or
+lexicon-constrained, with a KenLM word n-gram or a sprune Transformer LM fused
+(`sprune.decode.ctc_flashlight`).
 
   sprune decode exp/asr/dense --test data/test --decoder greedy
   sprune decode exp/asr/dense --test data/test --beam 16                     # no lexicon, no LM
+  sprune decode exp/asr/dense --dev data/dev --test data/test --beam 16 --kenlm lm/char6.arpa \
+      --lm-weight 0.2,0.4,0.8                                      # lexicon-free, unit n-gram
   sprune decode exp/asr/dense --dev data/dev --test data/test --beam 16 --lexicon lm/lexicon.txt \\
       --kenlm lm/3gram.arpa --lm-weight 0.5,1,2 --word-score -1,0,1 --name beam16_3gram
   sprune decode exp/asr/dense --dev data/dev --test data/test --beam 16 --lexicon lm/lexicon.txt \\
@@ -87,9 +90,6 @@ def build_searcher(args: argparse.Namespace, tokenizer: Any, device: str):
         vocab = LMVocab.load(bpe)
         check_vocab_matches(vocab, model.config.vocab_size, bpe)
         neural = SpruneWordLM(model, vocab)
-    if args.kenlm is not None and lexicon is None:
-        raise UserError("an LM scores words: give --lexicon FILE with --kenlm "
-                        "(`sprune lexicon RUN --data DIR --out FILE` writes one)")
 
     def make(lm_weight: float, word_score: float):
         options = SearchOptions(beam=args.beam, beam_threshold=args.beam_threshold,
@@ -163,10 +163,13 @@ def run_ctc(args: argparse.Namespace, run_dir: Path, experiment: Any) -> int:
         dev = encoded(args.dev)
         for lm_weight, word_score in grid:
             _, metrics = decode(dev, lm_weight, word_score)
+            if args.tune_on not in metrics:
+                raise UserError(f"--tune-on {args.tune_on}: {run_dir}'s units give no "
+                                f"{args.tune_on} ({', '.join(sorted(metrics))}); use --tune-on wer")
             tuning.append({"lm_weight": lm_weight, "word_score": word_score, **metrics})
             print(f"dev {Path(args.dev).name}: lm_weight {lm_weight:g} word_score "
-                  f"{word_score:g}: wer {metrics['wer']:.4f}", flush=True)
-        chosen = min(tuning, key=lambda row: row["wer"])   # min keeps the first of ties
+                  f"{word_score:g}: {args.tune_on} {metrics[args.tune_on]:.4f}", flush=True)
+        chosen = min(tuning, key=lambda row: row[args.tune_on])   # min keeps the first of ties
         lm_weight, word_score = chosen["lm_weight"], chosen["word_score"]
     else:
         (lm_weight, word_score), = grid
@@ -187,7 +190,8 @@ def run_ctc(args: argparse.Namespace, run_dir: Path, experiment: Any) -> int:
     document = {"task": "ctc", "decoder": args.decoder, "beam": args.beam,
                 "beam_threshold": args.beam_threshold, "lexicon": args.lexicon,
                 "kenlm": args.kenlm, "lm": args.lm, "lm_weight": lm_weight,
-                "word_score": word_score, "dev": args.dev, "tuning": tuning, "test": results}
+                "word_score": word_score, "dev": args.dev, "tune_on": args.tune_on,
+                "tuning": tuning, "test": results}
     atomic_write_text(out / "result.json", json.dumps(document, indent=1) + "\n")
     if args.report is not None:
         from sprune.decode.ctc_report import write_report_section

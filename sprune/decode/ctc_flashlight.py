@@ -18,6 +18,10 @@ Search modes:
   labelling except where two labellings' probabilities nearly tie (flashlight keeps a
   labelling's blank-ended and unit-ended alignments apart, and the n-best it returns may miss
   some of them; test_ctc_flashlight measures this).
+* lexicon-free with a unit n-gram (`kenlm` without `lexicon`): the n-gram's words are the
+  model's units (e.g. a character LM, `sprune lm arpa --units RUN`); flashlight scores each
+  emitted unit with it (`lm_weight` x log10 P(unit | previous units)), so the search prefers
+  spellings the training text makes likely, words outside it included.
 * lexicon (`lexicon` from `sprune.decode.lexicon`): only lexicon words are spelled; `|` (when
   the units have it) is silence between words, scored `sil_score`; every word adds
   `word_score`, and `lm_weight` x the LM's word score: a KenLM n-gram (`kenlm`, an ARPA or
@@ -108,12 +112,44 @@ def load_kenlm(path: str | os.PathLike, word_dict: Any) -> Any:
                         f"(KenLM: {detail}); {fix}") from None
 
 
+def check_unit_ngram(path: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """A lexicon-free search scores units: an ARPA file whose unigrams are not the model's
+    units (a word n-gram, or another model's units) is a one-line `UserError`. KenLM binary
+    files are not read here (their vocabulary is not plain text)."""
+    path = Path(path)
+    if not path.is_file():
+        return                    # load_kenlm says it is missing
+    special = {"<s>", "</s>", "<unk>"}
+    foreign = []
+    with open(path, encoding="utf-8", errors="replace") as arpa:
+        if arpa.readline().strip() != "\\data\\":
+            return                # a binary file
+        inside = False
+        for line in arpa:
+            line = line.strip()
+            if line == "\\1-grams:":
+                inside = True
+            elif inside and line.startswith("\\"):
+                break
+            elif inside and line:
+                fields = line.split("\t")
+                if len(fields) >= 2 and fields[1] not in special \
+                        and fields[1] not in tokenizer.index:
+                    foreign.append(fields[1])
+    if foreign:
+        raise UserError(f"n-gram file {path} has words that are not units of the model (e.g. "
+                        f"'{foreign[0]}', {len(foreign)} in all): without --lexicon, --kenlm is "
+                        "a unit n-gram (`sprune lm arpa --units RUN`); give --lexicon FILE to "
+                        "decode with a word n-gram")
+
+
 class FlashlightCTCDecoder:
     """Decode [B, T, V] CTC log-probabilities of a model with `tokenizer`'s units.
 
     lexicon: word -> spellings (`sprune.decode.lexicon.read_lexicon`), or None (lexicon-free).
-    kenlm: path of an ARPA / KenLM binary word n-gram; lm: a `SpruneWordLM` (not both); either
-    needs a lexicon, whose words the LM scores.
+    kenlm: path of an ARPA / KenLM binary n-gram: over words with a lexicon, over the units
+    without one (`sprune lm arpa --units RUN`); lm: a `SpruneWordLM` (not with kenlm), which
+    needs a lexicon, whose words it scores.
     """
 
     def __init__(self, tokenizer: Tokenizer, options: SearchOptions = SearchOptions(),
@@ -128,8 +164,8 @@ class FlashlightCTCDecoder:
             raise UserError(f"--beam must be at least 1, got {options.beam}")
         if kenlm is not None and lm is not None:
             raise UserError("give --kenlm or --lm, not both")
-        if (kenlm is not None or lm is not None) and lexicon is None:
-            raise UserError("an LM scores words: give --lexicon FILE with --kenlm / --lm "
+        if lm is not None and lexicon is None:
+            raise UserError("the sprune LM scores words: give --lexicon FILE with --lm "
                             "(`sprune lexicon RUN --data DIR --out FILE` writes one)")
         if lexicon is None and options.word_score:
             raise UserError("--word-score applies to lexicon search; give --lexicon FILE")
@@ -145,7 +181,12 @@ class FlashlightCTCDecoder:
             self.word_dict = None
             search = LexiconFreeDecoderOptions(**common)
             silence = BLANK           # CTC: a labelling may start with any unit
-            self.lm = ZeroLM()
+            # a unit n-gram: its words are the units, scored as each one is emitted
+            if kenlm is not None:
+                check_unit_ngram(kenlm, tokenizer)
+                self.lm = load_kenlm(kenlm, tokens)
+            else:
+                self.lm = ZeroLM()
         else:
             self.word_dict = create_word_dict({**lexicon, UNK_WORD: []})
             search = LexiconDecoderOptions(**common, word_score=options.word_score,
