@@ -43,6 +43,7 @@ from sprune.errors import UserError
 from sprune.io import atomic_write_text
 from sprune.prune.methods import PruneContext
 from sprune.tasks.ctc import CTCCollate, CTCConfig, CTCModel, error_rates, evaluate_ctc
+from sprune.tasks.ctc_decode import check_decoding_options
 from sprune.tasks.intent import IntentClassifier, IntentHeadConfig, evaluate_intents
 from sprune.tasks.transducer import TransducerConfig, TransducerModel, decode_transducer
 from sprune.training import EpochBatchSampler, TrainConfig, Trainer, move_to_device, resolve_device
@@ -338,6 +339,7 @@ class CTCExperiment(Experiment):
     def __init__(self, config: CTCExperimentConfig, upstream_spec: str, tokenizer,
                  dev: DataDir | None = None, train: DataDir | None = None) -> None:
         self._check_metric(config)
+        check_decoding_options(config.ctc.decoder, config.ctc.kenlm, config.ctc.lm_weight)
         super().__init__(config, upstream_spec)
         self.tokenizer = tokenizer
         preload = config.preload_audio
@@ -453,7 +455,8 @@ class CTCExperiment(Experiment):
     def evaluate(self, model: nn.Module, dataset: AudioDataset | None = None) -> dict[str, float]:
         c = self.config.ctc
         return evaluate_ctc(model, dataset or self.dev_set, self.tokenizer, c.decoder, c.beam,
-                            c.beam_prune, batch_size=self.config.eval_batch_size)
+                            c.beam_prune, batch_size=self.config.eval_batch_size,
+                            kenlm=c.kenlm, lm_weight=c.lm_weight)
 
 
 class TransducerExperiment(Experiment):

@@ -309,6 +309,42 @@ def test_evaluate_ctc_scores_oracle_and_corrupted_decodings(tmp_path, make_data_
     assert next(d for d in decoded if d.utt == first).hyp.startswith(wrong + " ")
 
 
+def test_evaluate_ctc_fuses_a_unit_ngram_from_the_config_keys(tmp_path, make_data_dir):
+    """ctc.kenlm / ctc.lm_weight reach the beam search: weight 0 decodes as without the LM,
+    an overwhelming weight lets the character n-gram (of the texts spelt backwards) rewrite the
+    oracle's spelling."""
+    from sprune.decode.arpa import train_kneser_ney
+
+    data, dataset, tok, samples = oracle_setup(tmp_path, make_data_dir)
+    oracle = OracleCTC(tok, {samples[u]: data.text[u] for u in data.utt_ids})
+    arpa = tmp_path / "char.arpa"
+    backwards = [tok.tokens(tok.normalize(text)[::-1]) for text in data.text.values()]
+    train_kneser_ney(backwards * 5, order=3).write_arpa(arpa)
+    plain = evaluate_ctc(oracle, dataset, tok, decoder="beam", beam=4)
+    off = evaluate_ctc(oracle, dataset, tok, decoder="beam", beam=4, kenlm=str(arpa),
+                       lm_weight=0.0)
+    assert plain == off and plain["cer"] == 0.0
+    fused = evaluate_ctc(oracle, dataset, tok, decoder="beam", beam=4, kenlm=str(arpa),
+                         lm_weight=50.0)
+    assert fused["cer"] > 0.2
+
+
+def test_decoding_keys_that_do_not_go_together_are_user_errors(tmp_path):
+    from sprune.tasks.ctc_decode import check_decoding_options
+
+    arpa = tmp_path / "char.arpa"
+    arpa.write_text("not read here")
+    with pytest.raises(UserError, match="set ctc.decoder: beam or drop ctc.kenlm"):
+        check_decoding_options("greedy", str(arpa), 0.5)
+    with pytest.raises(UserError, match="missing.arpa does not exist"):
+        check_decoding_options("beam", str(tmp_path / "missing.arpa"), 0.5)
+    with pytest.raises(UserError, match="no ctc.kenlm is given"):
+        check_decoding_options("beam", None, 0.5)
+    with pytest.raises(UserError, match="unknown CTC decoder 'viterbi'"):
+        check_decoding_options("viterbi", None, 0.0)
+    check_decoding_options("beam", str(arpa), 0.5)
+
+
 def test_decode_dataset_batches_by_length_but_keeps_dataset_order(tmp_path, make_data_dir):
     # Lengths out of order in the data dir: length-sorted batches are not in dataset order.
     path = make_data_dir(tmp_path, n_utts=5, seconds=(0.5, 0.45, 0.25, 0.4, 0.3))

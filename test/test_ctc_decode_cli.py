@@ -130,6 +130,18 @@ def test_lexicon_free_decoding_with_a_unit_ngram(workspace, cli):
     assert doc["tune_on"] == "cer" and doc["lexicon"] is None
     best = min(doc["tuning"], key=lambda r: r["cer"])
     assert doc["lm_weight"] == best["lm_weight"]
+    # the same search as the run's evaluation decoder (ctc.kenlm / ctc.lm_weight)
+    done = cli("evaluate", run, "--data", workspace / "test", "--name", "test_clm",
+               "--decoder", "beam", "--beam", "4", "--kenlm", arpa, "--lm-weight",
+               str(doc["lm_weight"]))
+    assert done.returncode == 0, done.stderr
+    scores = json.loads((run / "eval_test_clm.json").read_text())
+    assert scores["cer"] == pytest.approx(doc["test"]["test"]["cer"])
+    one_line_error(cli("evaluate", run, "--data", workspace / "test", "--kenlm", arpa),
+                   "set ctc.decoder: beam or drop ctc.kenlm")
+    one_line_error(cli("evaluate", run, "--data", workspace / "test", "--decoder", "beam",
+                       "--kenlm", workspace / "lm" / "missing.arpa"),
+                   "missing.arpa does not exist")
 
 
 def test_bad_inputs_are_one_line_and_exit_2(workspace, cli, tmp_path):

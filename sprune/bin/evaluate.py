@@ -2,6 +2,8 @@
 
   sprune evaluate exp/ic/parp_s0.70 --data data/test --name test
   sprune evaluate exp/asr/parp_s0.70 --data data/test --name test_beam --decoder beam --beam 8
+  sprune evaluate exp/asr/parp_s0.70 --data data/test --decoder beam --kenlm lm/char6.arpa \\
+      --lm-weight 0.8                                    # lexicon-free, character 6-gram
 
 Writes <run>/eval_<name>.json with overall and per-language metrics: accuracy for intent
 runs; wer, cer (char / bpe units) or per (phone units) for CTC runs, as fractions, with the
@@ -32,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CTC runs: decoder (default: ctc.decoder of the run's config)")
     parser.add_argument("--beam", type=int, help="CTC and transducer runs: beam size (default: "
                         "ctc.beam / transducer.beam; `sprune decode` fuses LMs)")
+    parser.add_argument("--kenlm", metavar="FILE",
+                        help="CTC runs with --decoder beam: a unit n-gram to fuse (`sprune lm "
+                        "arpa --units RUN`; default: ctc.kenlm of the run's config)")
+    parser.add_argument("--lm-weight", type=float, metavar="W",
+                        help="CTC runs: weight of --kenlm (default: ctc.lm_weight)")
 
 
 def evaluate_run(run_dir: Path, data: str, name: str | None = None, experiment: Any = None,
@@ -102,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if experiment.task == "transducer" and args.decoder is None:
         experiment.config.transducer.beam = args.beam or experiment.config.transducer.beam
-    elif args.decoder is not None or args.beam is not None:
+    elif any(v is not None for v in (args.decoder, args.beam, args.kenlm, args.lm_weight)):
         if experiment.task != "ctc":
-            raise UserError(f"--decoder / --beam apply to CTC runs; {run_dir} is a "
-                            f"'{experiment.task}' run")
+            raise UserError(f"--decoder / --beam / --kenlm / --lm-weight apply to CTC runs; "
+                            f"{run_dir} is a '{experiment.task}' run")
         ctc = experiment.config.ctc
         ctc.decoder = args.decoder or ctc.decoder
         ctc.beam = args.beam or ctc.beam
+        ctc.kenlm = args.kenlm if args.kenlm is not None else ctc.kenlm
+        ctc.lm_weight = args.lm_weight if args.lm_weight is not None else ctc.lm_weight
     evaluate_run(run_dir, args.data, args.name, experiment, device=args.device)
     return 0

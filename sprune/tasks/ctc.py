@@ -81,10 +81,13 @@ class CTCConfig:
     time_mask_prob: float = 0.0
     time_mask_span: int = 10
     # decoding of training-time and `sprune evaluate` runs: greedy, or beam (torchaudio's
-    # flashlight CTC decoder, lexicon-free, no LM; `sprune decode` adds lexicons and LMs)
+    # flashlight CTC decoder, lexicon-free; `sprune decode` adds lexicons and word LMs)
     decoder: Literal["greedy", "beam"] = "greedy"
     beam: int = 8
     beam_prune: float | None = None  # beam: try only labels with probability >= this
+    kenlm: str | None = None         # beam: a unit n-gram (ARPA / KenLM binary over these
+                                     # units, `sprune lm arpa --units RUN`) fused with
+    lm_weight: float = 0.0           # this weight (tune it on dev: `sprune decode --tune-on cer`)
 
     def primary_metric(self) -> str:
         """The error rate that ranks models of these units: PER for phones, else WER."""
@@ -226,13 +229,14 @@ def ctc_log_probs(model: CTCModel, dataset: AudioDataset, batch_size: int = 8,
 def decode_dataset(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
                    decoder: Literal["greedy", "beam"] = "greedy", beam: int = 8,
                    prune: float | None = None, batch_size: int = 8,
-                   device: torch.device | str | None = None) -> list[Decoded]:
+                   device: torch.device | str | None = None, kenlm: str | None = None,
+                   lm_weight: float = 0.0) -> list[Decoded]:
     """Decode every utterance of `dataset` (which needs transcripts), in dataset order, with
     `sprune.tasks.ctc_decode.CTCTaskDecoder`. In a distributed run each process decodes its
     share of the batches and every process gets the whole list."""
     from sprune.training import distributed
 
-    search = CTCTaskDecoder(tokenizer, decoder, beam, prune)
+    search = CTCTaskDecoder(tokenizer, decoder, beam, prune, kenlm=kenlm, lm_weight=lm_weight)
     # batches of similar length waste little compute on padding; the output keeps dataset order
     out: dict[int, Decoded] = {}
     for indices, batch, log_probs, frames in ctc_log_probs(model, dataset, batch_size, device):
@@ -269,7 +273,9 @@ def error_rates(decoded: Sequence[Decoded], tokenizer: Tokenizer) -> dict[str, f
 def evaluate_ctc(model: CTCModel, dataset: AudioDataset, tokenizer: Tokenizer,
                  decoder: Literal["greedy", "beam"] = "greedy", beam: int = 8,
                  prune: float | None = None, batch_size: int = 8,
-                 device: torch.device | str | None = None) -> dict[str, float]:
+                 device: torch.device | str | None = None, kenlm: str | None = None,
+                 lm_weight: float = 0.0) -> dict[str, float]:
     """Decode `dataset` and score it: {"wer", "cer" | "per", "wer/<lang>", ...} (fractions)."""
-    decoded = decode_dataset(model, dataset, tokenizer, decoder, beam, prune, batch_size, device)
+    decoded = decode_dataset(model, dataset, tokenizer, decoder, beam, prune, batch_size, device,
+                             kenlm, lm_weight)
     return error_rates(decoded, tokenizer)

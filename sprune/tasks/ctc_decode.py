@@ -10,6 +10,7 @@ and benchmark reference in `sprune.decode.ctc_reference`.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Sequence
 
 import torch
@@ -57,23 +58,40 @@ def prune_units(log_probs: Tensor, prune: float | None) -> Tensor:
     return log_probs.masked_fill(~keep, -1e30)
 
 
+def check_decoding_options(decoder: str, kenlm: str | None, lm_weight: float) -> None:
+    """The `ctc:` decoding keys that do not go together, or a missing n-gram file, are a
+    one-line `UserError` (checked when an experiment is made, before any training)."""
+    if decoder not in DECODERS:
+        raise UserError(f"unknown CTC decoder '{decoder}'; use greedy or beam")
+    if kenlm is not None and decoder != "beam":
+        raise UserError(f"ctc.kenlm ({kenlm}) is fused by the beam search; set "
+                        "ctc.decoder: beam or drop ctc.kenlm")
+    if kenlm is not None and not Path(kenlm).is_file():
+        raise UserError(f"ctc.kenlm: n-gram file {kenlm} does not exist; write it with "
+                        "`sprune lm arpa --units RUN`")
+    if lm_weight and kenlm is None:
+        raise UserError(f"ctc.lm_weight is {lm_weight} but no ctc.kenlm is given; add the "
+                        "unit n-gram or set the weight to 0")
+
+
 class CTCTaskDecoder:
-    """What the CTC task decodes with: `greedy`, or `beam` (flashlight, lexicon-free, no LM,
-    `beam` hypotheses; `prune`: units below this probability are not tried per frame).
+    """What the CTC task decodes with: `greedy`, or `beam` (flashlight, lexicon-free,
+    `beam` hypotheses; `prune`: units below this probability are not tried per frame;
+    `kenlm`: a unit n-gram fused at `lm_weight`, else no LM).
     __call__(log_probs [B, T, V], lengths [B]) -> hypothesis texts."""
 
     def __init__(self, tokenizer: "Tokenizer", decoder: Literal["greedy", "beam"] = "greedy",
                  beam: int = 8, prune: float | None = None,
-                 beam_threshold: float = 50.0) -> None:
-        if decoder not in DECODERS:
-            raise UserError(f"unknown CTC decoder '{decoder}'; use greedy or beam")
+                 beam_threshold: float = 50.0, kenlm: str | None = None,
+                 lm_weight: float = 0.0) -> None:
+        check_decoding_options(decoder, kenlm, lm_weight)
         self.tokenizer, self.decoder, self.prune = tokenizer, decoder, prune
         self.search = None
         if decoder == "beam":
             from sprune.decode.ctc_flashlight import FlashlightCTCDecoder, SearchOptions
 
             self.search = FlashlightCTCDecoder(tokenizer, SearchOptions(
-                beam=beam, beam_threshold=beam_threshold))
+                beam=beam, beam_threshold=beam_threshold, lm_weight=lm_weight), kenlm=kenlm)
 
     def __call__(self, log_probs: Tensor, lengths: Tensor | None = None) -> list[str]:
         if self.search is None:
