@@ -100,10 +100,12 @@ def write_report(exp: Path, metric: str = "cer", test: str = "test", title: str 
              "two. Lower is better.", ""]
     dense = exp / "dense" / f"eval_{test}.json"
     if dense.is_file():
-        doc = json.loads(dense.read_text())
-        values = [_metric_of(doc, metric, lang) for lang in languages]
-        lines += ["Dense multilingual model: " + ", ".join(
-            f"{lang} {100 * v:.1f}" for lang, v in zip(languages, values) if v is not None), ""]
+        lines += ["Dense multilingual model: " + _per_language(dense, metric, languages)]
+        greedy = exp / "dense" / f"eval_{test}_greedy.json"
+        if greedy.is_file():
+            lines[-1] += f" (greedy decoding: {_per_language(greedy, metric, languages)})"
+        lines += [""]
+    lines += _decoding_note(exp / "dense" / "decode_unitlm" / "result.json")
     header = ["method", "sparsity", *languages, "avg"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     rows = []
@@ -135,6 +137,26 @@ def write_report(exp: Path, metric: str = "cer", test: str = "test", title: str 
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     atomic_write_text(exp / "RESULTS.md", "\n".join(lines) + "\n")
     return exp / "RESULTS.md"
+
+
+def _per_language(path: Path, metric: str, languages: list[str]) -> str:
+    doc = json.loads(path.read_text())
+    values = [_metric_of(doc, metric, lang) for lang in languages]
+    return ", ".join(f"{lang} {100 * v:.1f}" for lang, v in zip(languages, values)
+                     if v is not None)
+
+
+def _decoding_note(tuned: Path) -> list[str]:
+    """What every run was decoded with, when the recipe tuned a unit n-gram on the dense
+    model (`pathways.sh --unit-lm-order`, `sprune decode --name unitlm`)."""
+    if not tuned.is_file():
+        return []
+    doc = json.loads(tuned.read_text())
+    return [f"Decoding: flashlight beam search (beam {doc['beam']}) with the n-gram over the "
+            f"units `{Path(doc['kenlm']).name}` at weight {doc['lm_weight']:g}, chosen on "
+            f"`{Path(doc['dev']).name}` {doc.get('tune_on', 'wer').upper()} with the dense "
+            "model from " + ", ".join(f"{row['lm_weight']:g}" for row in doc["tuning"])
+            + "; every run is evaluated with the same search.", ""]
 
 
 def _cells(table, method: str, sparsity: float, languages: list[str]) -> dict[str, Cell]:

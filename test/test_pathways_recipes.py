@@ -68,7 +68,17 @@ def test_tiny_study_end_to_end_and_skip_on_rerun(tmp_path, env, upstream):  # no
         outcome = json.loads((level / "dynamic_lap" / "outcome.json").read_text())
         assert outcome["extra"]["initialisation"] == "LAP"
         assert [e["kind"] for e in outcome["extra"]["events"]] == ["adapt", "adapt"]
+    # run.sh's unit n-gram: trained once, its weight tuned on dev with the dense model, the
+    # dense model and every run decoded with it
+    tuned = json.loads((exp / "dense" / "decode_unitlm" / "result.json").read_text())
+    assert tuned["kenlm"].endswith("lm/unit6gram.arpa") and tuned["tune_on"] == "cer"
+    assert (exp / "dense" / "eval_test_greedy.json").is_file()
+    ctc = json.loads((exp / "seed1" / "s0.5" / "pathways" / "experiment.json").read_text())
+    ctc = ctc["config"]["ctc"]
+    assert (ctc["decoder"], ctc["lm_weight"]) == ("beam", tuned["lm_weight"])
+    assert ctc["kenlm"] == str((exp / "lm" / "unit6gram.arpa").resolve())
     results = (exp / "RESULTS.md").read_text()
+    assert "Decoding: flashlight beam search (beam 16)" in results
     for method in ("imp", "adaptive", "pathways", "dynamic_ls", "dynamic_lap"):
         assert f"| {method} | 0.5 |" in results
     assert "± " in results and (exp / "cer_vs_sparsity.png").is_file()

@@ -70,6 +70,20 @@ def test_table_means_spread_significance_csv_and_plots(tmp_path, cli):
         assert f"]({png})" in text
 
 
+def test_unit_ngram_decoding_is_stated_with_the_greedy_dense_numbers(tmp_path, cli):
+    root = study(tmp_path / "exp")
+    write(root / "dense" / "eval_test_greedy.json", {"cer": 0.2, "cer/aa": 0.15, "cer/bb": 0.25})
+    write(root / "dense" / "decode_unitlm" / "result.json", {
+        "beam": 16, "kenlm": "/x/exp/lm/unit6gram.arpa", "lm_weight": 0.8, "dev": "data/dev",
+        "tune_on": "cer", "tuning": [{"lm_weight": 0.4}, {"lm_weight": 0.8}]})
+    assert cli("pathways", "results", root).returncode == 0
+    text = (root / "RESULTS.md").read_text()
+    assert ("Dense multilingual model: aa 10.0, bb 20.0 (greedy decoding: aa 15.0, bb 25.0)"
+            in text)
+    assert ("with the n-gram over the units `unit6gram.arpa` at weight 0.8, chosen on `dev` "
+            "CER with the dense model from 0.4, 0.8" in text)
+
+
 def test_no_runs_is_one_line(tmp_path, cli):
     (tmp_path / "exp").mkdir()
     done = cli("pathways", "results", tmp_path / "exp")

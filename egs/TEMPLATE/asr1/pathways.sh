@@ -4,7 +4,12 @@
 #
 #   1  data      local/data.sh writes data/<lang>/{<train-name>,dev,test} for each --langs
 #                tag (utt2lang tags); this stage joins them into data/{train,dev,test}
-#   2  dense     one multilingual model fine-tuned on every language (exp/<tag>/dense)
+#   2  dense     one multilingual model fine-tuned on every language (exp/<tag>/dense);
+#                with --unit-lm-order N (CTC): an N-gram over its units (characters) from
+#                the training transcripts (exp/<tag>/lm/), its weight tuned on dev CER with
+#                the dense model (`sprune decode --tune-on cer`), the dense model decoded
+#                on test with it (eval_test.json; greedy kept as eval_test_greedy.json);
+#                every later run then evaluates with the same beam search + n-gram
 #   3  imp       per seed, sparsity and language: IMP of the dense model on that language's
 #                data (monolingual; `--init-from` the dense model, its joint vocabulary) ->
 #                seed<k>/s<S>/imp/<lang>; their masks start the language-specific methods
@@ -42,6 +47,9 @@ dense_threads=0                      # torch threads of the dense run (0: --thre
 prune_opts=                          # more `sprune prune` options for every run
 multi_opts=                          # more `sprune prune` options for the multilingual runs
 metric=cer                           # error rate of RESULTS.md
+unit_lm_order=0                      # CTC: N-gram over the units fused in every evaluation (0: greedy)
+lm_weights="0.2 0.4 0.6 0.8 1.0 1.2" # its weights tried on dev with the dense model
+lm_beam=16                           # beam of that search
 
 help_message="Usage: $0 [options]
   --stage N / --stop-stage N   1 data, 2 dense, 3 imp, 4 adaptive, 5 pathways, 6 results
@@ -62,6 +70,11 @@ help_message="Usage: $0 [options]
   --multi-opts OPTS            more options for the multilingual runs (stage 5), e.g.
                                \"--set train.max_steps=160\"
   --metric NAME                error rate of RESULTS.md (default $metric)
+  --unit-lm-order N            CTC: decode every run with a beam search + an N-gram over
+                               the units, trained on the training transcripts (default
+                               $unit_lm_order: greedy decoding)
+  --lm-weights LIST            n-gram weights tuned on dev CER (default \"$lm_weights\")
+  --lm-beam N                  beam of the n-gram search (default $lm_beam)
 
 A language's monolingual runs (stages 3-4) read conf/finetune_<lang>.yaml when it exists
 (e.g. its own number of updates), else --finetune-config."
@@ -154,6 +167,37 @@ fi
 [ "$stop_stage" -lt 3 ] || [ -f "$dense/outcome.json" ] \
   || { echo "$0: $dense has not finished; run stage 2 first" >&2; exit 1; }
 
+# The unit n-gram (CTC): trained once on the training transcripts, its weight tuned on dev
+# with the dense model, which is then decoded on test with it like every later run.
+lm_opts=()
+unit_lm=$expdir/lm/unit${unit_lm_order}gram.arpa
+tuned=$dense/decode_unitlm/result.json
+weight_of() { python -c 'import json, sys; print(json.load(open(sys.argv[1]))["lm_weight"])' "$1"; }
+if [ "$unit_lm_order" != 0 ] && [ -f "$dense/outcome.json" ]; then
+  [ -f "$dense/tokenizer.json" ] \
+    || { echo "$0: --unit-lm-order: $dense is not a CTC run with a character / phone tokenizer" >&2; exit 2; }
+  if run_stage 2; then
+    if [ ! -f "$tuned" ] || [ "$dense/outcome.json" -nt "$tuned" ]; then
+      log "stage 2: ${unit_lm_order}-gram over the units of $dense -> $unit_lm, weight tuned on data/dev"
+      sprune lm arpa --data data/train --units "$dense" --order "$unit_lm_order" --out "$unit_lm"
+      cp "$dense/eval_test.json" "$dense/eval_test_greedy.json"
+      with_threads "$(threads_of "$dense_threads")" sprune decode "$dense" --dev data/dev \
+        --test data/test --beam "$lm_beam" --kenlm "$unit_lm" --lm-weight "${lm_weights// /,}" \
+        --tune-on cer --name unitlm
+    fi
+    if [ ! "$dense/eval_test.json" -nt "$tuned" ]; then
+      log "stage 2: $dense on data/test with the ${unit_lm_order}-gram (weight $(weight_of "$tuned"))"
+      with_threads "$(threads_of "$dense_threads")" sprune evaluate "$dense" --data data/test \
+        --decoder beam --beam "$lm_beam" --kenlm "$unit_lm" --lm-weight "$(weight_of "$tuned")"
+    fi
+  fi
+  if [ "$stop_stage" -ge 3 ]; then
+    [ -f "$tuned" ] || { echo "$0: $tuned is missing; run stage 2 first" >&2; exit 1; }
+    lm_opts=(--set ctc.decoder=beam --set "ctc.beam=$lm_beam" --set "ctc.kenlm=$(readlink -f "$unit_lm")"
+             --set "ctc.lm_weight=$(weight_of "$tuned")")
+  fi
+fi
+
 # The dense model's vocabulary (tokenizer or BPE model) for every run, so that monolingual
 # runs fit its head.
 units=()
@@ -193,7 +237,7 @@ mono() {
   sprune_train prune --config "$task_config" --method "$config" --sparsity "$s" \
     --init-from "$dense" --train "data/$lang/$train_name" --dev "data/$lang/dev" \
     --out "$run" --test "data/$lang/test" --set "train.seed=$seed" "${units[@]}" \
-    "${opts[@]}" "${extra[@]}"
+    "${lm_opts[@]}" "${opts[@]}" "${extra[@]}"
 }
 
 for st in 3 4; do
@@ -220,7 +264,7 @@ multi() {
   config=$(method_config "$run" "$m" "$s")
   sprune_train prune --config "$finetune_config" --method "$config" --sparsity "$s" \
     --init-from "$dense" --train data/train --dev data/dev --out "$run" --test data/test \
-    --set "train.seed=$seed" "${units[@]}" "${extra[@]}" "${multi_extra[@]}"
+    --set "train.seed=$seed" "${units[@]}" "${lm_opts[@]}" "${extra[@]}" "${multi_extra[@]}"
 }
 
 if run_stage 5; then
