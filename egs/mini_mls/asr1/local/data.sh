@@ -8,11 +8,11 @@
 set -euo pipefail
 
 langs="en fr it nl"       # mltext codes; the data dirs are named by their utt2lang tag
-train_lines=1000          # utterances per language and split
+train_lines=2000          # training utterances per language (dev / test: below)
 dev_lines=40
 test_lines=60
 max_words=12              # shorter sentences (the CPU cost follows the audio length)
-train_speakers=20         # voices of train (the pool's 20 variants; more: other rates / pitches)
+train_speakers=80         # voices of train (the pool's 20 variants at 4 rates / pitches)
 seed=1
 jobs=2
 
