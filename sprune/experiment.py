@@ -339,7 +339,8 @@ class CTCExperiment(Experiment):
     def __init__(self, config: CTCExperimentConfig, upstream_spec: str, tokenizer,
                  dev: DataDir | None = None, train: DataDir | None = None) -> None:
         self._check_metric(config)
-        check_decoding_options(config.ctc.decoder, config.ctc.kenlm, config.ctc.lm_weight)
+        check_decoding_options(config.ctc.decoder, config.ctc.kenlm, config.ctc.lm_weight,
+                               config.ctc.beam_tokens)
         super().__init__(config, upstream_spec)
         self.tokenizer = tokenizer
         preload = config.preload_audio
@@ -456,7 +457,7 @@ class CTCExperiment(Experiment):
         c = self.config.ctc
         return evaluate_ctc(model, dataset or self.dev_set, self.tokenizer, c.decoder, c.beam,
                             c.beam_prune, batch_size=self.config.eval_batch_size,
-                            kenlm=c.kenlm, lm_weight=c.lm_weight)
+                            kenlm=c.kenlm, lm_weight=c.lm_weight, beam_tokens=c.beam_tokens)
 
 
 class TransducerExperiment(Experiment):

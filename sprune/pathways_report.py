@@ -152,8 +152,9 @@ def _decoding_note(tuned: Path) -> list[str]:
     if not tuned.is_file():
         return []
     doc = json.loads(tuned.read_text())
-    return [f"Decoding: flashlight beam search (beam {doc['beam']}) with the n-gram over the "
-            f"units `{Path(doc['kenlm']).name}` at weight {doc['lm_weight']:g}, chosen on "
+    tokens = f", {doc['beam_tokens']} units per frame" if doc.get("beam_tokens") else ""
+    return [f"Decoding: flashlight beam search (beam {doc['beam']}{tokens}) with the n-gram "
+            f"over the units `{Path(doc['kenlm']).name}` at weight {doc['lm_weight']:g}, chosen on "
             f"`{Path(doc['dev']).name}` {doc.get('tune_on', 'wer').upper()} with the dense "
             "model from " + ", ".join(f"{row['lm_weight']:g}" for row in doc["tuning"])
             + "; every run is evaluated with the same search.", ""]

@@ -175,13 +175,16 @@ def test_mini_asr_run_sh_options(tmp_path, env):
 
 def test_mini_asr_run_sh_tiny_study_writes_the_report(tmp_path, env, upstream):
     # The whole mini study at a tiny size: two languages, two methods at one sparsity, two
-    # updates per run, a tiny random upstream for both settings; stages 1-6.
+    # updates per run, a tiny random upstream for both settings; stages 1-7 (stage 7: the
+    # decoding table of the en-US dense run, its neural LM trained for 2 updates).
     recipe = recipe_copy(tmp_path, "mini_minds")
     (tmp_path / "egs" / "mini_minds" / "ic1").symlink_to(REPO / "egs" / "mini_minds" / "ic1")
     done = run(recipe, env, "--langs", "en-US,fr-FR", "--curve-langs", "en-US",
                "--csr-langs", "fr-FR", "--methods", "omp parp", "--sparsities", "0.5",
                "--synth-opts", "--speakers 3 --phrasings 1 --speakers-per-phrasing 1,1,1",
-               "--lsr-upstream", upstream, "--csr-upstream", upstream, "--prune-opts", SHORT)
+               "--lsr-upstream", upstream, "--csr-upstream", upstream, "--prune-opts", SHORT,
+               "--decode-opts", "--lm-steps 2 --lm-weights 0,1 --word-scores 0 "
+               "--neural-word-scores 0 --unit-order 3 --unit-lm-weights 0,0.5")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     exp = recipe / "exp"
     en = exp / "tiny_hubert_en"
@@ -199,3 +202,12 @@ def test_mini_asr_run_sh_tiny_study_writes_the_report(tmp_path, env, upstream):
         assert section in report
     links = re.findall(r"\]\(([^)]+\.(?:png|csv))\)", report)
     assert links and all((exp / link).is_file() for link in links)
+    decoding = report.split("## CTC decoding")[1]
+    for name in ("greedy", "beam16", "beam16_lexicon", "beam16_3gram", "beam16_unit3gram",
+                 "beam16_neural_lm"):
+        assert f"| {name} |" in decoding, name
+        assert (en / "en-US" / "dense" / f"decode_{name}" / "result.json").is_file(), name
+    tuned = json.loads((en / "en-US" / "dense" / "decode_beam16_unit3gram" / "result.json")
+                       .read_text())
+    assert tuned["tune_on"] == "cer" and tuned["lexicon"] is None
+    assert [row["lm_weight"] for row in tuned["tuning"]] == [0, 0.5]

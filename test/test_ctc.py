@@ -340,6 +340,10 @@ def test_decoding_keys_that_do_not_go_together_are_user_errors(tmp_path):
         check_decoding_options("beam", str(tmp_path / "missing.arpa"), 0.5)
     with pytest.raises(UserError, match="no ctc.kenlm is given"):
         check_decoding_options("beam", None, 0.5)
+    with pytest.raises(UserError, match="ctc.beam_tokens must be at least 1"):
+        check_decoding_options("beam", None, 0.0, beam_tokens=0)
+    with pytest.raises(UserError, match="ctc.beam_tokens must be at least 1"):
+        check_decoding_options("beam", None, 0.0, beam_tokens=0)
     with pytest.raises(UserError, match="unknown CTC decoder 'viterbi'"):
         check_decoding_options("viterbi", None, 0.0)
     check_decoding_options("beam", str(arpa), 0.5)

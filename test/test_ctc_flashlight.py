@@ -102,6 +102,13 @@ def test_unit_ngram_changes_a_lexicon_free_decision(tmp_path):
     assert off.texts(lp) == ["bad"]
     fused = FlashlightCTCDecoder(TOK, SearchOptions(beam=8, lm_weight=1.0), None, arpa)
     assert fused.texts(lp) == ["bed"]
+    # beam_tokens: only the most likely units of a frame are tried ('e' is second there)
+    first_only = SearchOptions(beam=8, lm_weight=1.0, beam_tokens=1)
+    assert FlashlightCTCDecoder(TOK, first_only, None, arpa).texts(lp) == ["bad"]
+    two = SearchOptions(beam=8, lm_weight=1.0, beam_tokens=2)
+    assert FlashlightCTCDecoder(TOK, two, None, arpa).texts(lp) == ["bed"]
+    with pytest.raises(UserError, match="--beam-tokens must be at least 1"):
+        FlashlightCTCDecoder(TOK, SearchOptions(beam_tokens=0))
 
 
 @pytest.fixture(scope="module")

@@ -78,7 +78,8 @@ def test_tiny_study_end_to_end_and_skip_on_rerun(tmp_path, env, upstream):  # no
     assert (ctc["decoder"], ctc["lm_weight"]) == ("beam", tuned["lm_weight"])
     assert ctc["kenlm"] == str((exp / "lm" / "unit6gram.arpa").resolve())
     results = (exp / "RESULTS.md").read_text()
-    assert "Decoding: flashlight beam search (beam 16)" in results
+    assert "Decoding: flashlight beam search (beam 16, 8 units per frame)" in results
+    assert ctc["beam_tokens"] == 8
     for method in ("imp", "adaptive", "pathways", "dynamic_ls", "dynamic_lap"):
         assert f"| {method} | 0.5 |" in results
     assert "± " in results and (exp / "cer_vs_sparsity.png").is_file()

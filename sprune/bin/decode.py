@@ -73,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--word-score", type=weight_list, default=[0.0], metavar="S[,S...]",
                         help="CTC with --lexicon: score added per word, tuned with the LM "
                              "weight (default 0)")
+    parser.add_argument("--beam-tokens", type=int, metavar="N",
+                        help="CTC: try only the N most likely units per frame (default: all)")
     parser.add_argument("--beam-threshold", type=float, default=50.0,
                         help="CTC: hypotheses this far below the best are dropped (default 50)")
     parser.add_argument("--tune-on", choices=("wer", "cer"), default="wer",
@@ -110,9 +112,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--decoder {args.decoder} decodes CTC runs; a transducer run takes "
                         "--decoder sprune or espnet")
     if args.lexicon or args.kenlm or any(args.word_score) or args.report \
-            or args.tune_on != "wer":
-        raise UserError("--lexicon, --kenlm, --word-score, --tune-on and --report apply to CTC "
-                        "runs")
+            or args.tune_on != "wer" or args.beam_tokens is not None:
+        raise UserError("--lexicon, --kenlm, --word-score, --tune-on, --beam-tokens and --report "
+                        "apply to CTC runs")
     if args.beam < 1:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if args.batch_size < 1:

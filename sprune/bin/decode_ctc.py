@@ -92,7 +92,8 @@ def build_searcher(args: argparse.Namespace, tokenizer: Any, device: str):
         neural = SpruneWordLM(model, vocab)
 
     def make(lm_weight: float, word_score: float):
-        options = SearchOptions(beam=args.beam, beam_threshold=args.beam_threshold,
+        options = SearchOptions(beam=args.beam, beam_tokens=args.beam_tokens,
+                                beam_threshold=args.beam_threshold,
                                 lm_weight=lm_weight, word_score=word_score)
         return FlashlightCTCDecoder(tokenizer, options, lexicon, args.kenlm, neural).texts
     return make
@@ -188,7 +189,8 @@ def run_ctc(args: argparse.Namespace, run_dir: Path, experiment: Any) -> int:
               + (f"cer {metrics['cer']:.4f}, " if "cer" in metrics else "")
               + f"rtf {metrics['rtf']:.4f}", flush=True)
     document = {"task": "ctc", "decoder": args.decoder, "beam": args.beam,
-                "beam_threshold": args.beam_threshold, "lexicon": args.lexicon,
+                "beam_tokens": args.beam_tokens, "beam_threshold": args.beam_threshold,
+                "lexicon": args.lexicon,
                 "kenlm": args.kenlm, "lm": args.lm, "lm_weight": lm_weight,
                 "word_score": word_score, "dev": args.dev, "tune_on": args.tune_on,
                 "tuning": tuning, "test": results}

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "arpa --units RUN`; default: ctc.kenlm of the run's config)")
     parser.add_argument("--lm-weight", type=float, metavar="W",
                         help="CTC runs: weight of --kenlm (default: ctc.lm_weight)")
+    parser.add_argument("--beam-tokens", type=int, metavar="N",
+                        help="CTC runs with --decoder beam: units tried per frame (default: "
+                        "ctc.beam_tokens)")
 
 
 def evaluate_run(run_dir: Path, data: str, name: str | None = None, experiment: Any = None,
@@ -109,14 +112,16 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--beam must be at least 1, got {args.beam}")
     if experiment.task == "transducer" and args.decoder is None:
         experiment.config.transducer.beam = args.beam or experiment.config.transducer.beam
-    elif any(v is not None for v in (args.decoder, args.beam, args.kenlm, args.lm_weight)):
+    elif any(v is not None for v in (args.decoder, args.beam, args.kenlm, args.lm_weight,
+                                     args.beam_tokens)):
         if experiment.task != "ctc":
-            raise UserError(f"--decoder / --beam / --kenlm / --lm-weight apply to CTC runs; "
-                            f"{run_dir} is a '{experiment.task}' run")
+            raise UserError(f"--decoder / --beam / --kenlm / --lm-weight / --beam-tokens apply to "
+                            f"CTC runs; {run_dir} is a '{experiment.task}' run")
         ctc = experiment.config.ctc
         ctc.decoder = args.decoder or ctc.decoder
         ctc.beam = args.beam or ctc.beam
         ctc.kenlm = args.kenlm if args.kenlm is not None else ctc.kenlm
         ctc.lm_weight = args.lm_weight if args.lm_weight is not None else ctc.lm_weight
+        ctc.beam_tokens = args.beam_tokens if args.beam_tokens is not None else ctc.beam_tokens
     evaluate_run(run_dir, args.data, args.name, experiment, device=args.device)
     return 0

@@ -162,6 +162,8 @@ class FlashlightCTCDecoder:
 
         if options.beam < 1:
             raise UserError(f"--beam must be at least 1, got {options.beam}")
+        if options.beam_tokens is not None and options.beam_tokens < 1:
+            raise UserError(f"--beam-tokens must be at least 1, got {options.beam_tokens}")
         if kenlm is not None and lm is not None:
             raise UserError("give --kenlm or --lm, not both")
         if lm is not None and lexicon is None:

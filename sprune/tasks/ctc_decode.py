@@ -58,7 +58,8 @@ def prune_units(log_probs: Tensor, prune: float | None) -> Tensor:
     return log_probs.masked_fill(~keep, -1e30)
 
 
-def check_decoding_options(decoder: str, kenlm: str | None, lm_weight: float) -> None:
+def check_decoding_options(decoder: str, kenlm: str | None, lm_weight: float,
+                           beam_tokens: int | None = None) -> None:
     """The `ctc:` decoding keys that do not go together, or a missing n-gram file, are a
     one-line `UserError` (checked when an experiment is made, before any training)."""
     if decoder not in DECODERS:
@@ -69,6 +70,9 @@ def check_decoding_options(decoder: str, kenlm: str | None, lm_weight: float) ->
     if kenlm is not None and not Path(kenlm).is_file():
         raise UserError(f"ctc.kenlm: n-gram file {kenlm} does not exist; write it with "
                         "`sprune lm arpa --units RUN`")
+    if beam_tokens is not None and beam_tokens < 1:
+        raise UserError(f"ctc.beam_tokens must be at least 1 (or null: all units), got "
+                        f"{beam_tokens}")
     if lm_weight and kenlm is None:
         raise UserError(f"ctc.lm_weight is {lm_weight} but no ctc.kenlm is given; add the "
                         "unit n-gram or set the weight to 0")
@@ -77,21 +81,23 @@ def check_decoding_options(decoder: str, kenlm: str | None, lm_weight: float) ->
 class CTCTaskDecoder:
     """What the CTC task decodes with: `greedy`, or `beam` (flashlight, lexicon-free,
     `beam` hypotheses; `prune`: units below this probability are not tried per frame;
+    `beam_tokens`: only this many most likely units are tried per frame (None: all);
     `kenlm`: a unit n-gram fused at `lm_weight`, else no LM).
     __call__(log_probs [B, T, V], lengths [B]) -> hypothesis texts."""
 
     def __init__(self, tokenizer: "Tokenizer", decoder: Literal["greedy", "beam"] = "greedy",
                  beam: int = 8, prune: float | None = None,
                  beam_threshold: float = 50.0, kenlm: str | None = None,
-                 lm_weight: float = 0.0) -> None:
-        check_decoding_options(decoder, kenlm, lm_weight)
+                 lm_weight: float = 0.0, beam_tokens: int | None = None) -> None:
+        check_decoding_options(decoder, kenlm, lm_weight, beam_tokens)
         self.tokenizer, self.decoder, self.prune = tokenizer, decoder, prune
         self.search = None
         if decoder == "beam":
             from sprune.decode.ctc_flashlight import FlashlightCTCDecoder, SearchOptions
 
             self.search = FlashlightCTCDecoder(tokenizer, SearchOptions(
-                beam=beam, beam_threshold=beam_threshold, lm_weight=lm_weight), kenlm=kenlm)
+                beam=beam, beam_tokens=beam_tokens, beam_threshold=beam_threshold,
+                lm_weight=lm_weight), kenlm=kenlm)
 
     def __call__(self, log_probs: Tensor, lengths: Tensor | None = None) -> list[str]:
         if self.search is None:

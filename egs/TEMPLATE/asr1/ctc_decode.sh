@@ -9,7 +9,9 @@
 #   3  the neural LM (skipped with --lm-config none): BPE units + `sprune lm train` on the
 #      training transcripts (dev transcripts for its perplexity) -> <lm-dir>/lm/final
 #   4  `sprune decode`: greedy, beam, beam + lexicon, beam + n-gram, beam + neural LM; the
-#      LM weight x word score grids are tuned on --dev (lowest WER) -> <run>/decode_<name>/
+#      LM weight x word score grids are tuned on --dev (lowest WER) -> <run>/decode_<name>/;
+#      and lexicon-free beam + an n-gram over the run's units (`sprune lm arpa --units`,
+#      a character LM for char runs; weight tuned on dev CER; --unit-order 0 skips it)
 #   5  the `## CTC decoding: <run>` table in --report (rewritten each time, the rest kept)
 #
 # Every step skips what it finished before (files present, decode_<name>/result.json
@@ -29,6 +31,9 @@ neural_word_scores=0,1   # word score grid with the neural LM (slower: fewer poi
 lm_config=conf/lm.yaml   # sprune lm train config of the neural LM; none: no neural LM
 neural_lm=               # an existing sprune LM folder to use instead of training one
 lm_bpe_size=200          # its BPE vocabulary (with <blank>, <unk>, <sos/eos>)
+lm_steps=0               # its updates (0: the config's train.max_steps)
+unit_order=6             # order of the n-gram over the run's units (0: no such row)
+unit_lm_weights=0.4,0.8,1.2   # its weight grid (tuned on dev CER)
 report=                  # Markdown file for the table (default: <run>/../RESULTS_decoding.md)
 device=cpu
 threads=1                # torch CPU threads (0: torch's choice)
@@ -45,6 +50,10 @@ help_message="Usage: $0 --run RUN [options]
   --lm-config FILE|none      neural LM training config (default $lm_config)
   --neural-lm DIR            use this sprune LM (e.g. ../lm1/exp/<tag>/dense/final) instead
   --lm-bpe-size N            the neural LM's BPE vocabulary (default $lm_bpe_size)
+  --lm-steps N               the neural LM's updates (default: the config's)
+  --unit-order N             n-gram order over the run's units, lexicon-free (default
+                             $unit_order; 0: skip that row)
+  --unit-lm-weights LIST     its weight grid, tuned on dev CER (default $unit_lm_weights)
   --report FILE              Markdown file of the table (default: <run>/../RESULTS_decoding.md)
   --device cpu|cuda          (default $device)
   --threads N                torch CPU threads (default $threads; 0: torch's choice)"
@@ -80,8 +89,10 @@ if [ -z "$neural" ] && [ "$lm_config" != none ]; then
     cut -d' ' -f2- "$dev_set/text" > "$lm_dir/text/dev.txt"
     [ -f "$lm_dir/bpe.model" ] || sprune lm bpe --text "$lm_dir/text/train.txt" \
       --vocab-size "$lm_bpe_size" --out "$lm_dir/bpe.model" --quiet
+    steps=()
+    [ "$lm_steps" = 0 ] || steps=(--set "train.max_steps=$lm_steps")
     sprune lm train --config "$lm_config" --text "$lm_dir/text" --bpe "$lm_dir/bpe.model" \
-      --out "$lm_dir/lm" --set "train.device=$device"
+      --out "$lm_dir/lm" --set "train.device=$device" "${steps[@]}"
   fi
 fi
 
@@ -100,6 +111,15 @@ decode beam$beam --beam "$beam"
 decode beam${beam}_lexicon --beam "$beam" --lexicon "$lexicon" --word-score="$word_scores"
 decode beam${beam}_${order}gram --beam "$beam" --lexicon "$lexicon" --kenlm "$arpa" \
   --lm-weight "$lm_weights" --word-score="$word_scores"
+if [ "$unit_order" != 0 ]; then
+  unit_arpa=$lm_dir/unit${unit_order}gram.arpa
+  if [ ! -f "$unit_arpa" ]; then
+    log "$unit_order-gram over the units of $run on $train_set -> $unit_arpa"
+    sprune lm arpa --data "$train_set" --units "$run" --order "$unit_order" --out "$unit_arpa"
+  fi
+  decode beam${beam}_unit${unit_order}gram --beam "$beam" --kenlm "$unit_arpa" \
+    --lm-weight "$unit_lm_weights" --tune-on cer
+fi
 if [ -n "$neural" ]; then
   decode beam${beam}_neural_lm --beam "$beam" --lexicon "$lexicon" --lm "$neural" \
     --lm-weight "$lm_weights" --word-score="$neural_word_scores"
@@ -110,7 +130,7 @@ sprune decode "$run" --dev "$dev_set" --test "$test_set" --decoder greedy --name
   --device "$device" --report "$report" --report-note "Decoding of $run on $(basename "$test_set"): \
 greedy, torchaudio's flashlight CTC beam search (beam $beam) without and with the lexicon of \
 the training words, with the word ${order}-gram of the training transcripts (sprune lm arpa, \
-KenLM) and with a sprune Transformer LM (${neural_lm:-${lm_config}, trained on them}); LM weight and word score \
+KenLM)$([ "$unit_order" = 0 ] || echo ", lexicon-free with a ${unit_order}-gram over the run's units (weight tuned on dev CER, grid ${unit_lm_weights})") and with a sprune Transformer LM (${neural_lm:-${lm_config}, trained on them}); LM weight and word score \
 tuned on $(basename "$dev_set") (lowest WER; grids ${lm_weights} x ${word_scores}, neural LM \
 ${lm_weights} x ${neural_word_scores}). RTF: search seconds / audio seconds."
 log "done"

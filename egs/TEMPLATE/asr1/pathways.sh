@@ -48,8 +48,9 @@ prune_opts=                          # more `sprune prune` options for every run
 multi_opts=                          # more `sprune prune` options for the multilingual runs
 metric=cer                           # error rate of RESULTS.md
 unit_lm_order=0                      # CTC: N-gram over the units fused in every evaluation (0: greedy)
-lm_weights="0.2 0.4 0.6 0.8 1.0 1.2" # its weights tried on dev with the dense model
+lm_weights="0.6 0.9 1.2 1.5"       # its weights tried on dev with the dense model
 lm_beam=16                           # beam of that search
+lm_beam_tokens=8                     # units tried per frame (0: all)
 
 help_message="Usage: $0 [options]
   --stage N / --stop-stage N   1 data, 2 dense, 3 imp, 4 adaptive, 5 pathways, 6 results
@@ -75,6 +76,8 @@ help_message="Usage: $0 [options]
                                $unit_lm_order: greedy decoding)
   --lm-weights LIST            n-gram weights tuned on dev CER (default \"$lm_weights\")
   --lm-beam N                  beam of the n-gram search (default $lm_beam)
+  --lm-beam-tokens N           units it tries per frame, the most likely (default
+                               $lm_beam_tokens; 0: all)
 
 A language's monolingual runs (stages 3-4) read conf/finetune_<lang>.yaml when it exists
 (e.g. its own number of updates), else --finetune-config."
@@ -172,6 +175,8 @@ fi
 lm_opts=()
 unit_lm=$expdir/lm/unit${unit_lm_order}gram.arpa
 tuned=$dense/decode_unitlm/result.json
+beam_opts=(--beam "$lm_beam")
+[ "$lm_beam_tokens" = 0 ] || beam_opts+=(--beam-tokens "$lm_beam_tokens")
 weight_of() { python -c 'import json, sys; print(json.load(open(sys.argv[1]))["lm_weight"])' "$1"; }
 if [ "$unit_lm_order" != 0 ] && [ -f "$dense/outcome.json" ]; then
   [ -f "$dense/tokenizer.json" ] \
@@ -182,19 +187,20 @@ if [ "$unit_lm_order" != 0 ] && [ -f "$dense/outcome.json" ]; then
       sprune lm arpa --data data/train --units "$dense" --order "$unit_lm_order" --out "$unit_lm"
       cp "$dense/eval_test.json" "$dense/eval_test_greedy.json"
       with_threads "$(threads_of "$dense_threads")" sprune decode "$dense" --dev data/dev \
-        --test data/test --beam "$lm_beam" --kenlm "$unit_lm" --lm-weight "${lm_weights// /,}" \
+        --test data/test "${beam_opts[@]}" --kenlm "$unit_lm" --lm-weight "${lm_weights// /,}" \
         --tune-on cer --name unitlm
     fi
     if [ ! "$dense/eval_test.json" -nt "$tuned" ]; then
       log "stage 2: $dense on data/test with the ${unit_lm_order}-gram (weight $(weight_of "$tuned"))"
       with_threads "$(threads_of "$dense_threads")" sprune evaluate "$dense" --data data/test \
-        --decoder beam --beam "$lm_beam" --kenlm "$unit_lm" --lm-weight "$(weight_of "$tuned")"
+        --decoder beam "${beam_opts[@]}" --kenlm "$unit_lm" --lm-weight "$(weight_of "$tuned")"
     fi
   fi
   if [ "$stop_stage" -ge 3 ]; then
     [ -f "$tuned" ] || { echo "$0: $tuned is missing; run stage 2 first" >&2; exit 1; }
     lm_opts=(--set ctc.decoder=beam --set "ctc.beam=$lm_beam" --set "ctc.kenlm=$(readlink -f "$unit_lm")"
              --set "ctc.lm_weight=$(weight_of "$tuned")")
+    [ "$lm_beam_tokens" = 0 ] || lm_opts+=(--set "ctc.beam_tokens=$lm_beam_tokens")
   fi
 fi
 
