@@ -4,7 +4,9 @@
 With `--units RUN` the n-gram's "words" are the CTC run's units instead (letters and `|`,
 phones or BPE pieces, as the run's tokenizer spells each transcript): the LM of a
 lexicon-free search (`sprune decode RUN --kenlm FILE` without `--lexicon`), which needs no
-vocabulary and so scores words never seen in training too. A character n-gram of order
+vocabulary and so scores words never seen in training too. The units are spelt from the
+orthographic transcripts, as char and BPE runs read them (a phone run's `text.phones` is not
+read here yet). A character n-gram of order
 5-8 is the usual choice there (e.g. wav2letter's lexicon-free recipes use 10-20-gram
 character LMs on large text; the toy corpora here have far less).
 
