@@ -578,3 +578,16 @@ def experiment_for_training(config: Any, upstream_spec: str, train_dir: str, dev
 def load_experiment(folder: str | os.PathLike) -> Experiment:
     """The experiment saved in a run folder (any task), for evaluation."""
     return Experiment.from_folder(folder)
+
+
+def ctc_run_tokenizer(folder: str | os.PathLike, why: str):
+    """The tokenizer of a CTC run folder; a folder that is no run, or a run of another task,
+    is a one-line `UserError` (`why`: what needs a CTC run's units)."""
+    folder = Path(folder)
+    if not (folder / EXPERIMENT_FILE).is_file():
+        raise UserError(f"{folder} is not a run folder (no {EXPERIMENT_FILE}); give a CTC run "
+                        "written by `sprune prune`")
+    experiment = load_experiment(folder)
+    if experiment.task != "ctc":
+        raise UserError(f"{folder} is a '{experiment.task}' run; {why}")
+    return experiment.tokenizer

@@ -34,16 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sprune.decode.arpa import read_sentences
     from sprune.decode.lexicon import build_lexicon, write_lexicon
-    from sprune.experiment import load_experiment
+    from sprune.experiment import ctc_run_tokenizer
 
-    if not (args.run_dir / "experiment.json").is_file():
-        raise UserError(f"{args.run_dir} is not a run folder (no experiment.json); give a CTC "
-                        "run written by `sprune prune`")
-    experiment = load_experiment(args.run_dir)
-    if experiment.task != "ctc":
-        raise UserError(f"{args.run_dir} is a '{experiment.task}' run; a lexicon spells words "
-                        "in a CTC run's units")
-    tokenizer = experiment.tokenizer
+    tokenizer = ctc_run_tokenizer(args.run_dir, "a lexicon spells words in a CTC run's units")
     path = args.data / "text" if args.data is not None else args.text
     if args.data is not None and not path.is_file():
         raise UserError(f"{path} is missing; give a data dir with transcripts")

@@ -45,7 +45,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sprune.decode.arpa import read_sentences, train_kneser_ney
 
-    tokenizer = _run_tokenizer(args.units) if args.units is not None else None
+    tokenizer = None
+    if args.units is not None:
+        from sprune.experiment import ctc_run_tokenizer
+
+        tokenizer = ctc_run_tokenizer(args.units, "--units takes a CTC run (its units are the "
+                                      "n-gram's words)")
     if args.data is not None:
         path = args.data / "text"
         if not path.is_file():
@@ -65,15 +70,3 @@ def run(args: argparse.Namespace) -> int:
           f"sentences of {path}")
     return 0
 
-
-def _run_tokenizer(run_dir: Path):
-    """The tokenizer of a CTC run folder (its units are the n-gram's words)."""
-    from sprune.experiment import load_experiment
-
-    if not (run_dir / "experiment.json").is_file():
-        raise UserError(f"--units {run_dir} is not a run folder (no experiment.json); give a "
-                        "CTC run written by `sprune prune`")
-    experiment = load_experiment(run_dir)
-    if experiment.task != "ctc":
-        raise UserError(f"--units {run_dir} is a '{experiment.task}' run; give a CTC run")
-    return experiment.tokenizer
