@@ -190,17 +190,19 @@ if [ "$unit_lm_order" != 0 ] && [ -f "$dense/outcome.json" ]; then
         --test data/test "${beam_opts[@]}" --kenlm "$unit_lm" --lm-weight "${lm_weights// /,}" \
         --tune-on cer --name unitlm
     fi
-    if [ ! "$dense/eval_test.json" -nt "$tuned" ]; then
-      log "stage 2: $dense on data/test with the ${unit_lm_order}-gram (weight $(weight_of "$tuned"))"
-      with_threads "$(threads_of "$dense_threads")" sprune evaluate "$dense" --data data/test \
-        --decoder beam "${beam_opts[@]}" --kenlm "$unit_lm" --lm-weight "$(weight_of "$tuned")"
-    fi
   fi
-  if [ "$stop_stage" -ge 3 ]; then
-    [ -f "$tuned" ] || { echo "$0: $tuned is missing; run stage 2 first" >&2; exit 1; }
+  if [ -f "$tuned" ]; then
+    lm_weight=$(weight_of "$tuned")
     lm_opts=(--set ctc.decoder=beam --set "ctc.beam=$lm_beam" --set "ctc.kenlm=$(readlink -f "$unit_lm")"
-             --set "ctc.lm_weight=$(weight_of "$tuned")")
+             --set "ctc.lm_weight=$lm_weight")
     [ "$lm_beam_tokens" = 0 ] || lm_opts+=(--set "ctc.beam_tokens=$lm_beam_tokens")
+  elif [ "$stop_stage" -ge 3 ]; then
+    echo "$0: $tuned is missing; run stage 2 first" >&2; exit 1
+  fi
+  if run_stage 2 && [ ! "$dense/eval_test.json" -nt "$tuned" ]; then
+    log "stage 2: $dense on data/test with the ${unit_lm_order}-gram (weight $lm_weight)"
+    with_threads "$(threads_of "$dense_threads")" sprune evaluate "$dense" --data data/test \
+      --decoder beam "${beam_opts[@]}" --kenlm "$unit_lm" --lm-weight "$lm_weight"
   fi
 fi
 
