@@ -142,3 +142,18 @@ def test_mini_asr_run_sh_lists_and_passes_seeds(tmp_path):
                           text=True, timeout=60)
     assert "--seeds LIST" in done.stdout + done.stderr
     assert '--seeds "$seeds"' in (recipe / "run.sh").read_text()
+
+
+@pytest.mark.parametrize("script", ["asr.sh", "ic.sh"])
+def test_bad_nj_is_one_line_and_exit_2(tmp_path, script):
+    if script == "asr.sh":
+        recipe, env = fake_asr_recipe(tmp_path)
+    else:
+        recipe = link_recipe(REPO / "egs" / "mini_minds" / "ic1",
+                             tmp_path / "egs" / "mini_minds" / "ic1")
+        env = dict(os.environ, SPRUNE_VENV=str(tmp_path / "no-venv"),
+                   PATH=f"{REPO / 'tools' / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run([f"./{script}", "--stage", "3", "--methods", "omp", "--nj", "0"],
+                          cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--nj must be a positive integer, got '0'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -30,6 +30,8 @@ train_set=data/train
 dev_set=data/dev
 test_set=data/test
 prune_opts=                          # more `sprune prune` options, e.g. "--set train.epochs=3"
+nj=1                                 # runs at once in stages 2-5
+threads=0                            # torch CPU threads per run (0: torch's choice)
 
 help_message="Usage: $0 [options]
   --stage N / --stop-stage N   stages to run (1 data, 2 dense, 3 prune, 4 retrain, 5 evaluate,
@@ -44,17 +46,27 @@ help_message="Usage: $0 [options]
                                run per cell in exp/<tag>/)
   --local-data-opts OPTS       options for local/data.sh
   --tag NAME                   experiment folder exp/NAME (default: finetune config name)
-  --prune-opts OPTS            more options for sprune prune (e.g. \"--set train.epochs=3\")"
+  --prune-opts OPTS            more options for sprune prune (e.g. \"--set train.epochs=3\")
+  --nj N                       runs at once in stages 2-5; their output goes to
+                               exp/<tag>/log/<run>.log (default $nj)
+  --threads N                  torch CPU threads per run (default $threads: torch's choice;
+                               with --nj 2 on 2 cores use 1)"
 
 . ./path.sh
 . utils/launch.sh            # --ngpu, --num-nodes, ...: stages 2-4 train under torchrun
 help_message+=$launch_help
 . utils/parse_options.sh
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
 launch_check
+case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
+if [ "$threads" != 0 ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
 
 tag=${tag:-$(basename "$finetune_config" .yaml)}
 expdir=exp/$tag
+pool_log_dir=$expdir/log
+# training jobs run one at a time under torchrun (utils/launch.sh)
+train_nj=$(launch_jobs "$nj")
 log() { echo "$(date '+%H:%M:%S') [$(basename "$0")] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 common=(--config "$finetune_config" --train "$train_set" --dev "$dev_set")
@@ -88,12 +100,14 @@ if run_stage 2; then
   for seed in "${seed_list[@]}"; do
     log "stage 2: dense fine-tuning -> $(seed_dir "$seed")/dense"
     # shellcheck disable=SC2046  # seed_opts prints whole words
-    sprune_train prune "${common[@]}" --method dense --out "$(seed_dir "$seed")/dense" \
+    nj=$train_nj pool_spawn "stage2_dense${seed:+_seed$seed}" \
+      sprune_train prune "${common[@]}" --method dense --out "$(seed_dir "$seed")/dense" \
       $(seed_opts "$seed") "${extra[@]}"
   done
+  pool_finish "stage 2"
 fi
 
-# prune_all STAGE [--no-retrain]: every method at every sparsity, for every seed
+# prune_all STAGE [--no-retrain]: every method at every sparsity, for every seed, $nj at once
 prune_all() {
   local stage_no=$1 seed dir m s
   shift
@@ -103,11 +117,13 @@ prune_all() {
       for s in $sparsities; do
         log "stage $stage_no: $m at sparsity $s${seed:+, seed $seed} -> $dir/${m}_s$s"
         # shellcheck disable=SC2046  # seed_opts prints whole words
-        sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
+        nj=$train_nj pool_spawn "stage${stage_no}_${m}_s$s${seed:+_seed$seed}" \
+          sprune_train prune "${common[@]}" --method "conf/prune_$m.yaml" --sparsity "$s" \
           --dense "$dir/dense" --out "$dir/${m}_s$s" "$@" $(seed_opts "$seed") "${extra[@]}"
       done
     done
   done
+  pool_finish "stage $stage_no"
 }
 if run_stage 3; then prune_all 3 --no-retrain; fi   # the masks
 if run_stage 4; then prune_all 4; fi                # fine-tune the subnetworks
@@ -120,8 +136,10 @@ if run_stage 5; then
       continue
     fi
     log "stage 5: evaluate $run on $test_set"
-    sprune evaluate "$run" --data "$test_set" --name test
+    name=${run#"$expdir"/}
+    pool_spawn "stage5_eval_${name//\//.}" sprune evaluate "$run" --data "$test_set" --name test
   done
+  pool_finish "stage 5"
 fi
 
 if run_stage 6; then

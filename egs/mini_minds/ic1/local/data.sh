@@ -13,7 +13,12 @@ set -euo pipefail
 langs=en-US,en-GB,fr-FR,de-DE,es-ES,it-IT   # comma-separated tags, short names (fr) or all
 seed=0                                      # draws the speakers and the audio variation
 nj=2                                        # parallel synthesis processes
-synth_opts=                                 # more `sprune synth` options, e.g. "--speakers 12"
+phrasings=                                  # first N phrasings per intent (empty: all 6)
+speakers=                                   # synthetic speakers per language (empty: 10)
+speaker_split=                              # train,dev,test fractions (empty: 0.6,0.2,0.2)
+speakers_per_phrasing=                      # train,dev,test speakers saying each phrasing
+                                            # (empty: 2,1,1)
+synth_opts=                                 # more `sprune synth` options
 
 help_message="Usage: $0 [options] [<data-dir>]
 Run from the recipe folder; <data-dir> defaults to data.
@@ -21,6 +26,9 @@ Run from the recipe folder; <data-dir> defaults to data.
                  (en, gb, au, fr, de, es, it, nl, pl) or all (default $langs)
   --seed N       corpus seed (default $seed)
   --nj N         parallel synthesis jobs (default $nj)
+  --phrasings N, --speakers N, --speaker-split TRAIN,DEV,TEST,
+  --speakers-per-phrasing TRAIN,DEV,TEST
+                 the sprune synth options of the same names (default: sprune synth's)
   --synth-opts S more options for sprune synth (see sprune synth --help), e.g.
                  \"--speakers 12 --phrasings 4\"; a corpus dir made with other options
                  must be deleted first (sprune synth says which)"
@@ -38,8 +46,13 @@ corpus=$data/local/synth_seed$seed
 # Canonical tags (fr -> fr-FR) name the per-language dirs; this also rejects unknown languages.
 tags=$(sprune synth --list-langs --langs "$langs" | cut -d' ' -f1)
 
+opts=()
+[ -z "$phrasings" ] || opts+=(--phrasings "$phrasings")
+[ -z "$speakers" ] || opts+=(--speakers "$speakers")
+[ -z "$speaker_split" ] || opts+=(--speaker-split "$speaker_split")
+[ -z "$speakers_per_phrasing" ] || opts+=(--speakers-per-phrasing "$speakers_per_phrasing")
 # shellcheck disable=SC2086  # synth_opts holds several words
-sprune synth --out "$corpus" --langs "$langs" --seed "$seed" --jobs "$nj" $synth_opts
+sprune synth --out "$corpus" --langs "$langs" --seed "$seed" --jobs "$nj" "${opts[@]}" $synth_opts
 
 for split in train dev test; do
   dirs=()
