@@ -7,7 +7,8 @@
 #                 PARP-P find and fine-tune their subnetwork here in one run)
 #   4  retrain    fine-tune the subnetworks found in stage 3 (RP/MPI/OMP), retrain IMP's ticket
 #   5  evaluate   every finished run on the test set
-#   6  results    exp/<tag>/RESULTS.md, results.csv and accuracy_vs_sparsity.png
+#   6  results    exp/<tag>/RESULTS.md, results.csv, accuracy_vs_sparsity.png and FIDELITY.md
+#                 (papers 000 / 001's claims checked on these runs: sprune fidelity)
 #
 # --seeds "1 2 3" runs everything (dense too) once per training seed (train.seed) into
 # exp/<tag>/seed<N>/; RESULTS.md then shows mean ± standard deviation over the seeds. Without
@@ -97,6 +98,11 @@ if run_stage 1; then
 fi
 
 if run_stage 2; then
+  # fewer dense runs (seeds) than job slots: the idle slots' threads go to the dense runs
+  if [ "$threads" != 0 ] && [ "${#seed_list[@]}" -lt "$train_nj" ]; then
+    dense_threads=$(( threads * train_nj / ${#seed_list[@]} ))
+    export OMP_NUM_THREADS=$dense_threads MKL_NUM_THREADS=$dense_threads
+  fi
   for seed in "${seed_list[@]}"; do
     log "stage 2: dense fine-tuning -> $(seed_dir "$seed")/dense"
     # shellcheck disable=SC2046  # seed_opts prints whole words
@@ -105,6 +111,7 @@ if run_stage 2; then
       $(seed_opts "$seed") "${extra[@]}"
   done
   pool_finish "stage 2"
+  if [ "$threads" != 0 ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
 fi
 
 # prune_all STAGE [--no-retrain]: every method at every sparsity, for every seed, $nj at once
@@ -146,5 +153,7 @@ if run_stage 6; then
   log "stage 6: results"
   sprune results "$expdir" --title "$tag: intent accuracy by pruning method" \
     --test-data "$test_set"
-  log "wrote $expdir/RESULTS.md, $expdir/results.csv and $expdir/accuracy_vs_sparsity.png"
+  sprune fidelity "$expdir/results.csv" --out "$expdir/FIDELITY.md"
+  log "wrote $expdir/RESULTS.md, $expdir/results.csv, $expdir/accuracy_vs_sparsity.png and" \
+    "$expdir/FIDELITY.md (the claims of papers 000 and 001 checked on these runs)"
 fi
