@@ -176,7 +176,7 @@ def test_mini_asr_run_sh_options(tmp_path, env):
 def test_mini_asr_run_sh_tiny_study_writes_the_report(tmp_path, env, upstream):
     # The whole mini study at a tiny size: two languages, two methods at one sparsity, two
     # updates per run, a tiny random upstream for both settings; stages 1-7 (stage 7: the
-    # decoding table of the en-US dense run, its neural LM trained for 2 updates).
+    # decoding tables of both languages' dense runs, neural LMs trained for 2 updates).
     recipe = recipe_copy(tmp_path, "mini_minds")
     (tmp_path / "egs" / "mini_minds" / "ic1").symlink_to(REPO / "egs" / "mini_minds" / "ic1")
     done = run(recipe, env, "--langs", "en-US,fr-FR", "--curve-langs", "en-US",
@@ -207,6 +207,8 @@ def test_mini_asr_run_sh_tiny_study_writes_the_report(tmp_path, env, upstream):
                  "beam16_neural_lm"):
         assert f"| {name} |" in decoding, name
         assert (en / "en-US" / "dense" / f"decode_{name}" / "result.json").is_file(), name
+    assert report.count("## CTC decoding") == 2            # one table per language
+    assert (en / "fr-FR" / "dense" / "decode_beam16_unit3gram" / "result.json").is_file()
     tuned = json.loads((en / "en-US" / "dense" / "decode_beam16_unit3gram" / "result.json")
                        .read_text())
     assert tuned["tune_on"] == "cer" and tuned["lexicon"] is None
