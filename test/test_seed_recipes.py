@@ -114,15 +114,21 @@ def test_asr_sh_runs_each_seed_into_its_folder(tmp_path):
     assert f"--mask-from {source}/seed1/omp_s0.5" in (tmp_path / "calls").read_text()
 
 
+def stage_script_recipe(tmp_path, script):
+    """A recipe folder for `script` (asr.sh: a fake one; ic.sh: the mini intent recipe) and
+    the environment to run it in."""
+    if script == "asr.sh":
+        return fake_asr_recipe(tmp_path)
+    recipe = link_recipe(REPO / "egs" / "mini_minds" / "ic1",
+                         tmp_path / "egs" / "mini_minds" / "ic1")
+    env = dict(os.environ, SPRUNE_VENV=str(tmp_path / "no-venv"),
+               PATH=f"{REPO / 'tools' / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    return recipe, env
+
+
 @pytest.mark.parametrize("script", ["asr.sh", "ic.sh"])
 def test_bad_seeds_are_one_line_and_exit_2(tmp_path, script):
-    if script == "asr.sh":
-        recipe, env = fake_asr_recipe(tmp_path)
-    else:
-        recipe = link_recipe(REPO / "egs" / "mini_minds" / "ic1",
-                             tmp_path / "egs" / "mini_minds" / "ic1")
-        env = dict(os.environ, SPRUNE_VENV=str(tmp_path / "no-venv"),
-                   PATH=f"{REPO / 'tools' / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    recipe, env = stage_script_recipe(tmp_path, script)
     done = subprocess.run([f"./{script}", "--stage", "3", "--methods", "omp", "--seeds",
                            "1 two"], cwd=recipe, env=env, capture_output=True, text=True,
                           timeout=60)
@@ -146,13 +152,7 @@ def test_mini_asr_run_sh_lists_and_passes_seeds(tmp_path):
 
 @pytest.mark.parametrize("script", ["asr.sh", "ic.sh"])
 def test_bad_nj_is_one_line_and_exit_2(tmp_path, script):
-    if script == "asr.sh":
-        recipe, env = fake_asr_recipe(tmp_path)
-    else:
-        recipe = link_recipe(REPO / "egs" / "mini_minds" / "ic1",
-                             tmp_path / "egs" / "mini_minds" / "ic1")
-        env = dict(os.environ, SPRUNE_VENV=str(tmp_path / "no-venv"),
-                   PATH=f"{REPO / 'tools' / 'venv' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    recipe, env = stage_script_recipe(tmp_path, script)
     done = subprocess.run([f"./{script}", "--stage", "3", "--methods", "omp", "--nj", "0"],
                           cwd=recipe, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--nj must be a positive integer, got '0'" in done.stderr
