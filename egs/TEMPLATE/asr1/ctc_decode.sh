@@ -125,12 +125,21 @@ if [ -n "$neural" ]; then
     --lm-weight "$lm_weights" --word-score="$neural_word_scores"
 fi
 # greedy last, every time (seconds): it writes the table of all of the run's decodings
+unit_note=
+[ "$unit_order" = 0 ] || unit_note=", lexicon-free with a ${unit_order}-gram over the run's \
+units (weight tuned on dev CER, grid ${unit_lm_weights})"
+neural_note=
+neural_grid=
+if [ -n "$neural" ]; then
+  neural_note=" and with a sprune Transformer LM (${neural_lm:-${lm_config}, trained on them})"
+  neural_grid=", neural LM ${lm_weights} x ${neural_word_scores}"
+fi
 log "greedy, and the table -> $report"
 sprune decode "$run" --dev "$dev_set" --test "$test_set" --decoder greedy --name greedy \
   --device "$device" --report "$report" --report-note "Decoding of $run on $(basename "$test_set"): \
 greedy, torchaudio's flashlight CTC beam search (beam $beam) without and with the lexicon of \
 the training words, with the word ${order}-gram of the training transcripts (sprune lm arpa, \
-KenLM)$([ "$unit_order" = 0 ] || echo ", lexicon-free with a ${unit_order}-gram over the run's units (weight tuned on dev CER, grid ${unit_lm_weights})") and with a sprune Transformer LM (${neural_lm:-${lm_config}, trained on them}); LM weight and word score \
-tuned on $(basename "$dev_set") (lowest WER; grids ${lm_weights} x ${word_scores}, neural LM \
-${lm_weights} x ${neural_word_scores}). RTF: search seconds / audio seconds."
+KenLM)${unit_note}${neural_note}; LM weight and word score tuned on $(basename "$dev_set") \
+(lowest WER; grids ${lm_weights} x ${word_scores}${neural_grid}). RTF: search seconds / audio \
+seconds."
 log "done"

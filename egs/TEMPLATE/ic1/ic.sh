@@ -49,7 +49,7 @@ help_message="Usage: $0 [options]
   --tag NAME                   experiment folder exp/NAME (default: finetune config name)
   --prune-opts OPTS            more options for sprune prune (e.g. \"--set train.epochs=3\")
   --nj N                       runs at once in stages 2-5; their output goes to
-                               exp/<tag>/log/<run>.log (default $nj)
+                               exp/<tag>/log/stage<N>_<run>.log (default $nj)
   --threads N                  torch CPU threads per run (default $threads: torch's choice;
                                with --nj 2 on 2 cores use 1)"
 
