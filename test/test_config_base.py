@@ -130,7 +130,7 @@ def test_sprune_config_prints_a_recipe_file_merged(cli, monkeypatch):
     done = cli("config", "conf/prune_parp.yaml")
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)
-    assert resolved["method"] == "parp" and resolved["reprune_every"] == 10   # base + recipe
+    assert resolved["method"] == "parp" and resolved["reprune_every"] == 20   # base + recipe
     assert resolved["scope"] == "transformer" and resolved["criterion"] == "magnitude"
     assert cli("config", "conf/prune_imp.yaml", "--get", "imp_fraction").stdout == "0.3\n"
     assert cli("config", "conf/prune_imp.yaml", "--get", "imp_ticket").stdout == "target\n"
@@ -248,9 +248,9 @@ def test_recipe_conf_dirs_have_no_symlinks():
     ("commonvoice/asr1", "parp", {"reprune_every": 50}),
     ("mini_minds/asr1", "imp", {"imp_fraction": 0.3, "imp_level_epochs": 0.3,
                                 "imp_rewind_epochs": 0, "imp_ticket": "target"}),
-    ("mini_minds/asr1", "parp-p", {"reprune_every": 10, "progressive_until": 0.5}),
-    ("mini_minds/ic1", "imp", {"imp_fraction": 0.3, "imp_rewind_epochs": 1,
-                               "imp_level_epochs": 1, "imp_ticket": "best"}),
+    ("mini_minds/asr1", "parp-p", {"reprune_every": 20, "progressive_until": 0.5}),
+    ("mini_minds/ic1", "imp", {"imp_fraction": 0.55, "imp_rewind_epochs": 0.1,
+                               "imp_level_epochs": 0.5, "imp_ticket": "target"}),
     ("mini_minds/ic1", "parp", {"reprune_every": 20, "sparsity": 0.5}),
     ("minds14/ic1", "imp", {"sparsity": 0.8, "imp_fraction": 0.2, "imp_rewind_epochs": 2,
                             "imp_level_epochs": 5, "imp_ticket": "best"}),

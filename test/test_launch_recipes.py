@@ -321,6 +321,7 @@ def test_intent_recipe_trains_with_two_processes(tmp_path, sprune_on_path):
                                "-m sprune prune --config conf/finetune.yaml "), call
     exp = recipe / "exp" / "finetune"
     assert (exp / "RESULTS.md").read_text().startswith("# finetune: intent accuracy")
+    assert not (exp / "FIDELITY.md").exists()   # no IMP or PARP run: no claim to check
     for run in ("dense", "omp_s0.5"):
         assert (exp / run / "eval_test.json").is_file()
         # rank 0 alone prints a run's summary line

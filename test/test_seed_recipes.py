@@ -66,6 +66,8 @@ def test_intent_recipe_with_two_seeds_reports_mean_and_spread(tmp_path, sprune_o
     assert all(r["n"] == "2" and r["seeds"] == "1 2" for r in accuracy)
     assert [r["n"] for r in rows if r["quantity"] == "iou_mpi"] == ["2"]
     assert (exp / "accuracy_vs_sparsity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fidelity = (exp / "FIDELITY.md").read_text()   # stage 6: papers' claims on these runs
+    assert "the final PARP mask is close to the MPI mask" in fidelity
     # a second run finds each seed's run finished: nothing is trained again
     again = subprocess.run(command[:1] + ["--stage", "2", "--stop-stage", "2"] + command[3:],
                            cwd=recipe, env=env, capture_output=True, text=True, timeout=300)
