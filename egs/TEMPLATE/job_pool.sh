@@ -5,6 +5,7 @@
 #                                $pool_log_dir/NAME.log
 #   pool_finish STAGE            wait for every job; on a failure (each is named with the end of
 #                                its log) exit 1 naming STAGE
+#   pool_check_nj                one line and exit 2 unless $nj (--nj) is a positive integer
 # A finished job prints the last line of its log. On machines other than node 0 of a
 # several-machine run (--num-nodes, --node-rank: utils/launch.sh), which run the same jobs
 # into the same shared folders, the logs go to $pool_log_dir/node<rank>/ instead.
@@ -52,4 +53,8 @@ pool_spawn() {
 pool_finish() {
   while [ "${#pool_jobs[@]}" -gt 0 ]; do pool_reap_one; done
   [ "$pool_failed" -eq 0 ] || { echo "$0: $1 failed (see above)" >&2; exit 1; }
+}
+
+pool_check_nj() {
+  case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
 }

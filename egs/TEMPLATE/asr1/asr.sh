@@ -96,7 +96,9 @@ common=(--config "$finetune_config" --train "$train_set" --dev "$dev_set")
 extra=($prune_opts)
 if [ "$threads" != 0 ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
 [ -f "$finetune_config" ] || { echo "$0: --finetune-config $finetune_config not found" >&2; exit 2; }
-case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
+# shellcheck disable=SC1091
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
+pool_check_nj
 # fine-tuning runs at once in stages 4-5: one under torchrun, whose job uses every process
 # (--ngpu x --num-nodes); stage 6's decoding jobs keep --nj
 train_nj=$(launch_jobs "$nj")
@@ -118,11 +120,9 @@ if [ -n "$mask_from" ]; then
 fi
 
 # Jobs of a stage run $nj at a time; each writes its output to $expdir/log/<name>.log and a
-# failed one is named with the end of its log (egs/TEMPLATE/job_pool.sh; asr.sh is a symlink
-# in the recipes, so the pool is found beside its target).
+# failed one is named with the end of its log (egs/TEMPLATE/job_pool.sh, sourced above from
+# beside the target of the recipes' asr.sh symlink).
 pool_log_dir=$expdir/log
-# shellcheck disable=SC1091
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
 # train_spawn NAME COMMAND...: pool_spawn with at most $train_nj training runs at once
 train_spawn() { local nj=$train_nj; pool_spawn "$@"; }
 

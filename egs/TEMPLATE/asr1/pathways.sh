@@ -104,7 +104,9 @@ multi_extra=($multi_opts)
 for f in "$finetune_config" "$dense_config"; do
   [ -f "$f" ] || { echo "$0: config $f not found" >&2; exit 2; }
 done
-case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
+# shellcheck disable=SC1091
+. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
+pool_check_nj
 # every job of the pool trains: under torchrun one at a time, each using every process
 # (--ngpu x --num-nodes), so that jobs do not share GPUs or the rendezvous endpoint
 nj=$(launch_jobs "$nj")
@@ -128,8 +130,6 @@ with_threads() {   # with_threads N COMMAND...: run COMMAND with N torch threads
 }
 
 pool_log_dir=$expdir/log
-# shellcheck disable=SC1091
-. "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
 
 if run_stage 1; then
   stamp=data/.done.$(echo "$langs $train_name $local_data_opts" | md5sum | cut -c1-8)

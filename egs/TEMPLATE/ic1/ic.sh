@@ -60,7 +60,7 @@ help_message+=$launch_help
 . "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../job_pool.sh"
 [ $# -eq 0 ] || { echo "$0: unexpected argument '$1' (see --help)" >&2; exit 2; }
 launch_check
-case $nj in ''|*[!0-9]*|0) echo "$0: --nj must be a positive integer, got '$nj'" >&2; exit 2;; esac
+pool_check_nj
 if [ "$threads" != 0 ]; then export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads; fi
 
 tag=${tag:-$(basename "$finetune_config" .yaml)}

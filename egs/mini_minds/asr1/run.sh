@@ -232,19 +232,19 @@ if run_stage 6; then
 fi
 
 if run_stage 7; then
-  # the neural LM row for the first language only: a Python LM called by the C++ search is
-  # slow (minutes per grid point at this size), the n-gram rows take seconds
-  lm_config=conf/lm.yaml
   for lang in "${lang_list[@]}"; do
     run=$exp/tiny_hubert_en/$lang/dense
     [ -d "$run/final" ] || { echo "$0: stage 7: $run has not finished (run stage 2 first)" >&2; exit 2; }
-    log "stage 7: decoding $run: greedy, beam, + lexicon, + word 3-gram, + char n-gram${lm_config:+, + neural LM}"
+    # the neural LM row for the first language only: a Python LM called by the C++ search is
+    # slow (minutes per grid point at this size), the n-gram rows take seconds
+    lm_config=none neural=
+    if [ "$lang" = "${lang_list[0]}" ]; then lm_config=conf/lm.yaml neural=", + neural LM"; fi
+    log "stage 7: decoding $run: greedy, beam, + lexicon, + word 3-gram, + char n-gram$neural"
     # shellcheck disable=SC2086
     ../../TEMPLATE/asr1/ctc_decode.sh --run "$run" --train-set "data/$lang/train" \
       --dev-set "data/$lang/dev" --test-set "data/$lang/test" --lm-dir "$exp/decode_lm/$lang" \
-      --lm-config "${lm_config:-none}" --report "$exp/RESULTS.md" --threads "$threads" \
+      --lm-config "$lm_config" --report "$exp/RESULTS.md" --threads "$threads" \
       --unit-lm-weights "$unit_lm_weights" --neural-word-scores 0 $decode_opts
-    lm_config=
   done
 fi
 log "done"
