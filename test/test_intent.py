@@ -1,4 +1,5 @@
-"""Intent task: AM-Softmax against a hand computation, pooling, dataset/collate, evaluation."""
+"""Intent task: AM-Softmax against a hand computation, mean and statistics pooling,
+dataset/collate, evaluation."""
 from __future__ import annotations
 
 import math
@@ -12,7 +13,8 @@ from sprune.data.dataset import AudioDataset, collate_audio
 from sprune.data.datadir import DataDir
 from sprune.errors import UserError
 from sprune.tasks.amsoftmax import AMSoftmax
-from sprune.tasks.intent import IntentClassifier, evaluate_intents, masked_mean
+from sprune.tasks.intent import (IntentClassifier, IntentHeadConfig, evaluate_intents, masked_mean,
+                                  masked_std, pool_frames)
 
 
 def test_amsoftmax_matches_hand_computation():
@@ -39,6 +41,59 @@ def test_margin_makes_the_loss_larger():
 def test_masked_mean_ignores_padding():
     h = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]])
     assert masked_mean(h, torch.tensor([2, 3])).squeeze(-1).tolist() == [2.0, 4.0]
+
+
+def test_masked_std_matches_hand_computation_and_ignores_padding():
+    # Row 0 has 2 valid frames and a huge padded one; row 1 has 3 valid frames.
+    h = torch.tensor([[[1.0, 10.0], [3.0, 10.0], [1e20, -1e20]],
+                      [[2.0, 0.0], [4.0, 0.0], [9.0, 3.0]]], requires_grad=True)
+    std = masked_std(h, torch.tensor([2, 3]), eps=1e-6)
+    # Row 0: (1, 3) -> mean 2, deviations +-1, std 1; (10, 10) -> variance 0, floored at eps.
+    # Row 1: (2, 4, 9) -> mean 5, deviations (-3, -1, 4), variance 26/3;
+    #        (0, 0, 3) -> mean 1, deviations (-1, -1, 2), variance 6/3.
+    expected = [[1.0, math.sqrt(1e-6)], [math.sqrt(26 / 3), math.sqrt(2.0)]]
+    assert std.tolist() == [pytest.approx(row, rel=1e-5) for row in expected]
+    std.sum().backward()
+    assert torch.isfinite(h.grad).all()
+    assert not h.grad[0, 2].any()            # padding gets no gradient
+    assert not h.grad[0, :, 1].any()         # nor does a floored (constant) feature
+
+
+def test_stats_pooling_width_and_finite_gradients_on_constant_frames():
+    torch.manual_seed(0)
+    model = IntentClassifier(FakeUpstream(), 4, 3, IntentHeadConfig(pooling="stats"))
+    assert model.input_norm.num_features == 8 and model.mlp[0].in_features == 8
+    # Constant valid audio, silent padding: every valid frame of the hidden state is the same
+    # (std 0), the padded frames differ from them (std > 0 if they counted).
+    wavs, lengths = torch.zeros(2, 960), torch.tensor([800, 400])
+    wavs[0, :800] = wavs[1, :400] = 0.5
+    out = model.upstream(wavs, lengths)
+    pooled = pool_frames(out.hidden_states[-1], out.lengths, "stats")
+    assert pooled.shape == (2, 8)
+    assert torch.equal(pooled[:, :4], masked_mean(out.hidden_states[-1], out.lengths))
+    assert torch.allclose(pooled[:, 4:], torch.full((2, 4), 1e-3))   # sqrt(eps)
+    assert model.embed(wavs, lengths).shape == (2, 128)
+    loss = model({"wavs": wavs, "lengths": lengths, "intent": torch.tensor([0, 2])})["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+def test_mean_pooling_is_the_default_and_unchanged():
+    torch.manual_seed(0)
+    model = IntentClassifier(FakeUpstream(), 4, 3)
+    assert model.config.pooling == "mean"
+    assert model.input_norm.num_features == 4 and model.mlp[0].in_features == 4
+    model.eval()
+    wavs, lengths = torch.randn(2, 960), torch.tensor([960, 480])
+    out = model.upstream(wavs, lengths)
+    hidden, frames = out.hidden_states[-1], out.lengths
+    pooled = masked_mean(hidden, frames)
+    valid = (torch.arange(hidden.shape[1])[None, :] < frames[:, None]).float().unsqueeze(-1)
+    assert torch.allclose(pooled, (hidden * valid).sum(1) / valid.sum(1))   # the old formula
+    assert torch.equal(pool_frames(hidden, frames), pooled)
+    assert torch.allclose(model.embed(wavs, lengths), model.mlp(model.input_norm(pooled)))
 
 
 class FakeUpstream(nn.Module):
@@ -106,7 +161,6 @@ def test_pooled_standardizer_uses_batch_statistics_and_survives_a_batch_of_one()
 
 
 def test_head_learning_rate_is_scaled_and_the_upstream_follows_the_schedule(tmp_path):
-    from sprune.tasks.intent import IntentHeadConfig
     from sprune.training import TrainConfig, Trainer
     torch.manual_seed(0)
     model = IntentClassifier(FakeUpstream(), 4, 2, IntentHeadConfig(lr_scale=4.0))
@@ -133,8 +187,10 @@ def test_head_learning_rate_is_scaled_and_the_upstream_follows_the_schedule(tmp_
     assert seen == {id(p) for p in model.parameters()}   # every parameter is trained
 
 
-@pytest.mark.parametrize("key,value", [("input_norm", "layer"), ("lr_scale", 0.0)])
+@pytest.mark.parametrize("key,value", [("input_norm", "layer"), ("lr_scale", 0.0),
+                                       ("pooling", "max")])
 def test_bad_head_settings_are_user_errors(key, value):
-    from sprune.tasks.intent import IntentHeadConfig
-    with pytest.raises(UserError, match=f"head.{key}"):
+    with pytest.raises(UserError, match=f"head.{key}") as error:
         IntentHeadConfig(**{key: value})
+    if key == "pooling":
+        assert "'max'" in str(error.value) and "mean, stats" in str(error.value)

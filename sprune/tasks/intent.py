@@ -1,15 +1,23 @@
-"""Spoken intent classification (paper 000): upstream -> mean pooling -> MLP -> AM-Softmax.
+"""Spoken intent classification (paper 000): upstream -> pooling -> MLP -> AM-Softmax.
 
 The conv feature encoder stays frozen (the paper found end-to-end training too slow to beat
-chance); the transformer is fine-tuned together with the head. The pooled representation is
-the mean over valid frames of one hidden state (default: the last layer's output).
+chance); the transformer is fine-tuned together with the head. One hidden state (default:
+the last layer's output) is pooled over its valid frames into one vector per utterance.
 
-Two choices the paper leaves open, made for fast convergence on small data: the pooled
-vector is standardised per feature with batch statistics before the MLP (`input_norm:
-batch`, a BatchNorm without affine parameters; mean-pooled SSL features share a large
-common component that otherwise slows the head down), and the freshly initialised head may
-learn faster than the pretrained upstream (`lr_scale`: its learning rate is the schedule's
-times this factor).
+Choices the paper leaves open, made for fast convergence on small data:
+
+* pooling: paper 000 only says "a small MLP ... from the internal sequence representations".
+  The default (`pooling: mean`) is the mean over valid frames, [B, D]. `pooling: stats` is
+  x-vector statistics pooling (Snyder et al. 2018): the mean and the standard deviation over
+  the valid frames, concatenated, [B, 2D]; it converges faster on small data. Measured on
+  the demo corpus (egs/mini_minds/ic1), dev accuracy, one seed: after 120 updates 50.0 %
+  with mean pooling against 67.9 % with stats; 77.4 % with stats after 150 updates, while
+  mean pooling reaches 71.8-73.8 % after 200.
+* the pooled vector is standardised per feature with batch statistics before the MLP
+  (`input_norm: batch`, a BatchNorm without affine parameters; mean-pooled SSL features
+  share a large common component that otherwise slows the head down);
+* the freshly initialised head may learn faster than the pretrained upstream (`lr_scale`:
+  its learning rate is the schedule's times this factor).
 """
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ class IntentHeadConfig:
     scale: float = 30.0          # AM-Softmax s
     margin: float = 0.35         # AM-Softmax m
     layer: int = -1              # which hidden state to pool (-1: last layer)
+    pooling: str = "mean"        # over valid frames: mean [D] | stats (mean + std) [2D]
     input_norm: str = "batch"    # standardise the pooled vector: batch | none
     lr_scale: float = 1.0        # head learning rate = the schedule's x lr_scale
 
@@ -45,11 +54,15 @@ class IntentHeadConfig:
         if self.input_norm not in INPUT_NORMS:
             raise UserError(f"head.input_norm: unknown value '{self.input_norm}'; use one of "
                             f"{', '.join(INPUT_NORMS)}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"head.pooling: unknown value '{self.pooling}'; use one of "
+                            f"{', '.join(POOLINGS)}")
         if not self.lr_scale > 0:
             raise UserError(f"head.lr_scale: {self.lr_scale} must be positive")
 
 
 INPUT_NORMS = ("batch", "none")
+POOLINGS = ("mean", "stats")
 
 
 class PooledStandardizer(nn.BatchNorm1d):
@@ -67,11 +80,45 @@ class PooledStandardizer(nn.BatchNorm1d):
         return super().forward(x)
 
 
+def valid_frames(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Boolean mask [B, T, 1] of the first lengths[b] frames of hidden [B, T, D]."""
+    frames = torch.arange(hidden.shape[1], device=hidden.device)
+    return (frames[None, :] < lengths[:, None]).unsqueeze(-1)
+
+
+def _average(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean of values [B, T, D] over the frames where valid [B, T, 1] holds -> [B, D].
+    Padding is zeroed, not multiplied by 0, so that inf or huge padding cannot give NaN."""
+    return values.masked_fill(~valid, 0.0).sum(1) / valid.sum(1).clamp(min=1)
+
+
 def masked_mean(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Mean over the first lengths[b] frames. hidden [B, T, D], lengths [B] -> [B, D]."""
-    valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]
-    valid = valid.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * valid).sum(1) / valid.sum(1).clamp(min=1.0)
+    return _average(hidden, valid_frames(hidden, lengths))
+
+
+def masked_std(hidden: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Population standard deviation over the first lengths[b] frames. hidden [B, T, D],
+    lengths [B] -> [B, D].
+
+    The variance is the mean squared deviation from the masked mean (not E[x^2] - E[x]^2,
+    which cancels catastrophically), clamped at `eps` before the square root so that the
+    gradient stays finite when all valid frames are identical (std then reads sqrt(eps)).
+    """
+    valid = valid_frames(hidden, lengths)
+    # Padding is zeroed before squaring: a huge padded value would overflow to inf, and
+    # inf * 0 in the backward pass would carry NaN into the mean's gradient.
+    deviations = (hidden - _average(hidden, valid)[:, None]).masked_fill(~valid, 0.0)
+    return _average(deviations.pow(2), valid).clamp(min=eps).sqrt()
+
+
+def pool_frames(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str = "mean"
+                ) -> torch.Tensor:
+    """One vector per utterance from hidden [B, T, D] and lengths [B]: "mean" -> [B, D],
+    "stats" -> [mean, std] concatenated, [B, 2D]."""
+    if pooling == "stats":
+        return torch.cat([masked_mean(hidden, lengths), masked_std(hidden, lengths)], dim=-1)
+    return masked_mean(hidden, lengths)
 
 
 class IntentClassifier(nn.Module):
@@ -87,17 +134,19 @@ class IntentClassifier(nn.Module):
         config = config or IntentHeadConfig()
         self.config = config
         self.upstream = upstream
-        self.input_norm = (PooledStandardizer(embed_dim_in) if config.input_norm == "batch"
+        pooled_dim = 2 * embed_dim_in if config.pooling == "stats" else embed_dim_in
+        self.input_norm = (PooledStandardizer(pooled_dim) if config.input_norm == "batch"
                            else nn.Identity())
         self.mlp = nn.Sequential(
-            nn.Linear(embed_dim_in, config.hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
+            nn.Linear(pooled_dim, config.hidden_dim), nn.ReLU(), nn.Dropout(config.dropout),
             nn.Linear(config.hidden_dim, config.embed_dim))
         self.classifier = AMSoftmax(config.embed_dim, num_intents, config.scale, config.margin)
 
     def embed(self, wavs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Utterance embeddings [B, embed_dim]."""
         out = self.upstream(wavs, lengths)
-        pooled = masked_mean(out.hidden_states[self.config.layer], out.lengths)
+        pooled = pool_frames(out.hidden_states[self.config.layer], out.lengths,
+                             self.config.pooling)
         return self.mlp(self.input_norm(pooled))
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
