@@ -62,6 +62,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True           # read all audio once (small corpora)
     eval_batch_size: int = 16
+    feature_cache: str | None = None     # dir: frozen conv features, computed once (see below)
 
 
 IntentExperimentConfig = ExperimentConfig
@@ -79,6 +80,7 @@ class CTCExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True
     eval_batch_size: int = 16
+    feature_cache: str | None = None
 
 
 @dataclass
@@ -92,6 +94,7 @@ class TransducerExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True
     eval_batch_size: int = 16
+    feature_cache: str | None = None
 
 
 def train_languages(data: DataDir) -> list[str]:
@@ -129,11 +132,32 @@ class Experiment:
         self.upstream_spec = upstream_spec
         self._upstream, self.upstream_config = load_upstream(
             upstream_spec, freeze_feature_encoder=config.freeze_feature_encoder)
+        self._attach_feature_cache(config)
         self.train_set: AudioDataset | None = None
         self.dev_set: AudioDataset | None = None
         self.metadata: dict[str, Any] = {}    # "data", "mask_source" (see the module docstring)
         self.init_from: Path | None = None    # a finished run whose final weights start training
         self._dev_by_language: dict[str, AudioDataset] = {}   # evaluate_language's subsets
+
+    def _attach_feature_cache(self, config: Any) -> None:
+        """`feature_cache: DIR`: the frozen conv encoder's output of each utterance is
+        computed once and kept in DIR (`sprune.upstream.feature_cache`), shared by every run
+        of a recipe and by later evaluations. The path is made absolute (experiment.json
+        keeps it, so `sprune evaluate` finds it from anywhere)."""
+        if not config.feature_cache:
+            return
+        if not config.freeze_feature_encoder:
+            raise UserError(f"feature_cache: {config.feature_cache} needs "
+                            "freeze_feature_encoder: true (a trained encoder's features change "
+                            "at every update); set it, or remove feature_cache")
+        import atexit
+
+        from sprune.upstream.feature_cache import FeatureCache
+
+        config.feature_cache = os.path.abspath(config.feature_cache)
+        cache = FeatureCache(config.feature_cache)
+        atexit.register(cache.flush)
+        self._upstream.set_feature_cache(cache)
 
     # -- task-specific (subclasses) ----------------------------------------------------------
     def build_model(self) -> nn.Module:

@@ -30,6 +30,7 @@ from sprune.errors import UserError
 from sprune.hostsync import host_read, in_host_memory
 from sprune.upstream.config import UpstreamConfig
 from sprune.upstream.encoder import Encoder
+from sprune.upstream.feature_cache import FeatureCache
 from sprune.upstream.feature_extractor import ConvFeatureExtractor, FeatureProjection
 
 WAVEFORM_NORM_EPS = 1e-5  # F.layer_norm's default, as fairseq and s3prl normalise waveforms
@@ -62,6 +63,7 @@ class UpstreamModel(nn.Module):
         self.encoder = Encoder(config)
         self._frozen_extractor = False
         self._time_masking: tuple[float, int] | None = None
+        self._feature_cache: FeatureCache | None = None
         self.reset_parameters()
         self.freeze_feature_encoder(freeze_feature_encoder)
 
@@ -80,6 +82,12 @@ class UpstreamModel(nn.Module):
         span of `span` frames with probability `prob` (`sprune.ssl.masking.span_mask`).
         prob 0 turns it off. Evaluation (eval mode) never masks."""
         self._time_masking = (prob, span) if prob > 0 else None
+
+    def set_feature_cache(self, cache: FeatureCache | None) -> None:
+        """Take the conv encoder's output from `cache` (`sprune.upstream.feature_cache`:
+        each utterance encoded once, alone, and shared by every run) while the encoder is
+        frozen; None computes it at every forward again. A trainable encoder ignores it."""
+        self._feature_cache = cache
 
     @property
     def feature_encoder_frozen(self) -> bool:
@@ -128,8 +136,12 @@ class UpstreamModel(nn.Module):
         batch, samples = wavs.shape
         if self.config.normalize_waveform:
             wavs = normalize_waveforms(wavs, lengths)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self._frozen_extractor):
-            features = self.feature_extractor(wavs)
+        if self._feature_cache is not None and self._frozen_extractor:
+            features = self._feature_cache.features(self.feature_extractor, wavs, lengths,
+                                                    self.frame_lengths)
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self._frozen_extractor):
+                features = self.feature_extractor(wavs)
         frames = features.shape[1]
         padding = None
         if lengths is None:  # no padding, and no host sync (CUDA graphs can capture this)
