@@ -3,6 +3,7 @@ and the mini_minds recipe's local/data.sh."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -15,10 +16,12 @@ import soundfile
 
 from sprune import cli
 from sprune.data import espeak
+from sprune.data.audio import resample
 from sprune.data.datadir import DataDir
 from sprune.data.phrases import (INTENTS, LANGUAGES, MIN_PHRASINGS, load_phrases,
                                  parse_intents, parse_languages, resolve_language)
-from sprune.data.synth import SPLITS, plan_speakers, split_sizes, synthesize_corpus
+from sprune.data.synth import (RATE_RANGE, SPLITS, check_rate_range, cut_silence,
+                                plan_speakers, split_sizes, synthesize_corpus)
 from sprune.data.validate import count_errors, validate_data_dir
 from sprune.errors import UserError
 
@@ -251,6 +254,83 @@ def test_a_killed_run_resumes_and_other_settings_are_refused(corpus, tmp_path):
     assert wav_digests(out) == before
 
 
+def test_another_rate_range_or_trim_is_refused_and_old_manifests_mean_the_defaults(corpus,
+                                                                                  tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(corpus, out)
+    manifest = out / "wav" / "en-US" / "synth.json"
+    pinned = json.loads(manifest.read_text())
+    assert (pinned["rate_range"], pinned["trim_silence"]) == ([130, 190], None)
+    with pytest.raises(UserError, match=r"wav/en-US was synthesized with other settings "
+                                        r"\(rate_range, speakers differ\).*delete"):
+        synthesize_corpus(out, seed=0, jobs=1, rate_range=(200, 260), **TINY)
+    with pytest.raises(UserError, match=r"\(trim_silence differ\)"):
+        synthesize_corpus(out, seed=0, jobs=1, trim_silence=0.1, **TINY)
+    # A corpus pinned before these two options existed: absent keys mean the defaults.
+    for path in (out / "wav").glob("*/synth.json"):
+        old = {k: v for k, v in json.loads(path.read_text()).items()
+               if k not in ("rate_range", "trim_silence")}
+        path.write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+    old_text = manifest.read_text()
+    report = synthesize_corpus(out, seed=0, jobs=1, rate_range=RATE_RANGE, **TINY)
+    assert (report.written, report.reused) == (0, 32)
+    assert manifest.read_text() == old_text
+    with pytest.raises(UserError, match=r"\(trim_silence differ\)"):
+        synthesize_corpus(out, seed=0, jobs=1, trim_silence=0.1, **TINY)
+
+
+def test_speaker_rates_are_drawn_in_the_rate_range():
+    split = (0.6, 0.2, 0.2)
+    rates = [s.voice.rate for s in plan_speakers("fr", 40, split, 0, rate_range=(300, 310))]
+    assert set(rates) == set(range(300, 311))
+    assert {s.voice.rate for s in plan_speakers("de", 5, split, 0, (250, 250))} == {250}
+    default = plan_speakers("en-US", 20, split, 0)
+    assert default == plan_speakers("en-US", 20, split, 0, rate_range=(130, 190))
+    assert all(130 <= s.voice.rate <= 190 for s in default)
+    assert check_rate_range([80, 450]) == (80, 450)
+    for bad in ((79, 100), (200, 199), (100, 451), (100,), (100, 150, 200), (100.5, 200)):
+        with pytest.raises(UserError, match="--rate-range .* 80 <= LO <= HI <= 450"):
+            check_rate_range(bad)
+
+
+def test_cut_silence_keeps_the_margin_and_never_cuts_the_burst():
+    rng = np.random.default_rng(0)
+    burst = rng.uniform(0.2, 0.5, 8000) * rng.choice([-1, 1], 8000)
+    burst[3000:5000] = 0  # a pause inside the speech is kept
+    hiss = lambda n: rng.normal(0, 0.0005, n)  # noqa: E731  (below 1 % of the 0.5 peak)
+    wav = np.concatenate([hiss(16000), burst, hiss(4800)]).astype(np.float32)
+    cut = cut_silence(wav, 0.1)
+    assert len(cut) == 1600 + 8000 + 1600
+    assert np.array_equal(cut, wav[16000 - 1600:24000 + 1600])
+    assert np.array_equal(cut_silence(wav, 0), wav[16000:24000])
+    assert np.array_equal(cut_silence(wav, 0.5), wav[16000 - 8000:])  # only 0.3 s after
+    quiet_end = wav.copy()
+    quiet_end[24000 - 1] = 0.006  # a loud sample is >= 1 % of the peak, however quiet
+    assert len(cut_silence(quiet_end, 0)) == 8000
+    for silent in (np.zeros(800, np.float32), np.zeros(0, np.float32)):
+        assert np.array_equal(cut_silence(silent, 0.1), silent)
+
+
+def test_trimmed_fast_corpus_has_the_asked_silence_and_rates(tmp_path):
+    out = tmp_path / "short"
+    synthesize_corpus(out, ["en"], phrasings_per_intent=1, n_speakers=3,
+                      speakers_per_phrasing=(1, 1, 1), intents=["balance"], jobs=1,
+                      progress=False, rate_range=(300, 320), trim_silence=0.05)
+    pinned = json.loads((out / "wav" / "en-US" / "synth.json").read_text())
+    assert (pinned["rate_range"], pinned["trim_silence"]) == ([300, 320], 0.05)
+    voices = {s.spk_id: s.voice for s in plan_speakers("en", 3, (0.6, 0.2, 0.2), 0, (300, 320))}
+    assert all(300 <= v.rate <= 320 for v in voices.values())
+    for split in SPLITS:
+        data = DataDir.load(out / f"{split}_en-US")
+        for utt, path in data.wav_scp.items():
+            clean, rate = espeak.synthesize(data.text[utt], voices[data.utt2spk[utt]])
+            clean = resample(clean, rate, 16000)
+            loud = np.flatnonzero(np.abs(clean) >= 0.01 * np.abs(clean).max())
+            trimmed = cut_silence(clean, 0.05)
+            assert len(trimmed) <= loud[-1] + 1 - loud[0] + 2 * 800
+            assert soundfile.info(path).frames == len(trimmed)  # and no silence was added
+
+
 def test_bad_corpus_settings_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="at least 3 speakers"):
         synthesize_corpus(tmp_path / "a", ["en"], n_speakers=2, progress=False)
@@ -292,6 +372,12 @@ def test_cli_writes_a_corpus_and_summarises_it(tmp_path, capsys):
     (["--out", "o", "--speakers-per-phrasing", "2,1"], "needs three counts"),
     (["--out", "o", "--intents", "balance,mortgage"], "unknown intent 'mortgage'"),
     (["--out", "o", "--phrasings", "0"], "phrasings per intent must be at least 1"),
+    (["--out", "o", "--rate-range", "60,190"], "--rate-range '60,190' needs two speaking rates"),
+    (["--out", "o", "--rate-range", "200,150"], "80 <= LO <= HI <= 450 words/min"),
+    (["--out", "o", "--rate-range", "150"], "--rate-range '150' needs two"),
+    (["--out", "o", "--rate-range", "130,fast"], "--rate-range '130,fast' is not a comma"),
+    (["--out", "o", "--trim-silence", "-0.1"], "--trim-silence -0.1 must be the seconds"),
+    (["--out", "o", "--trim-silence", "nan"], "--trim-silence nan must be"),
 ])
 def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
@@ -306,7 +392,8 @@ def test_recipe_data_script_builds_combined_dirs(tmp_path, sprune_on_path):
     recipe = REPO_ROOT / "egs" / "mini_minds" / "ic1"
     env = dict(sprune_on_path, SPRUNE_VENV=str(tmp_path / "no-venv"))
     data = tmp_path / "data"
-    command = ["local/data.sh", "--langs", "en,it", "--seed", "2", "--nj", "1", "--synth-opts",
+    command = ["local/data.sh", "--langs", "en,it", "--seed", "2", "--nj", "1", "--rate-range",
+               "250,300", "--trim-silence", "0.1", "--synth-opts",
                "--intents balance,abroad --phrasings 1 --speakers 3 "
                "--speakers-per-phrasing 1,1,1 --quiet", str(data)]
     proc = subprocess.run(command, cwd=recipe, env=env, capture_output=True, text=True,
@@ -318,6 +405,9 @@ def test_recipe_data_script_builds_combined_dirs(tmp_path, sprune_on_path):
         assert len(combined) == 4
         assert count_errors(validate_data_dir(data / split)) == 0
     assert (data / "local" / "synth_seed2" / "test_it-IT" / "wav.scp").is_file()
+    pinned = json.loads((data / "local" / "synth_seed2" / "wav" / "it-IT" / "synth.json")
+                        .read_text())
+    assert (pinned["rate_range"], pinned["trim_silence"]) == ([250, 300], 0.1)
     bad = subprocess.run(["local/data.sh", "--langs", "en,klingon", str(data)], cwd=recipe,
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown language 'klingon'" in bad.stderr

@@ -1,10 +1,10 @@
 """The offline spoken-intent corpus: MINDS-14-like bank calls spoken by espeak-ng.
 
 For each language, `n_speakers` synthetic speakers are drawn from the seed: an espeak-ng voice
-variant (m1..m8, f1..f5, klatt..., named voices), a rate (130-190 words/min) and a pitch
-(30-70). Speakers are split into train / dev / test, so test speakers are never heard in
-training. Every (intent, phrasing) of the phrase table (`sprune.data.phrases`) is spoken by
-`speakers_per_phrasing[i]` different speakers of split i.
+variant (m1..m8, f1..f5, klatt..., named voices), a rate (in `rate_range`, by default
+130-190 words/min) and a pitch (30-70). Speakers are split into train / dev / test, so test
+speakers are never heard in training. Every (intent, phrasing) of the phrase table
+(`sprune.data.phrases`) is spoken by `speakers_per_phrasing[i]` different speakers of split i.
 
 Each utterance is resampled to 16 kHz mono and varied a little (leading and trailing
 silence, gain, and usually low-level white noise) from a random stream seeded by
@@ -16,8 +16,14 @@ silence, gain, and usually low-level white noise) from a random stream seeded by
 
 The same seed gives byte-identical wavs (for one espeak-ng backend and version). Each wav is
 written atomically and existing ones are kept, so a killed run resumes where it stopped;
-`OUT/wav/<lang>/synth.json` records the speakers and seed so that a resumed run with other
-settings is refused instead of mixing two corpora.
+`OUT/wav/<lang>/synth.json` records the speakers, seed, rate range and silence trimming so
+that a resumed run with other settings is refused instead of mixing two corpora (a synth.json
+written before the last two were recorded means their defaults).
+
+Shorter utterances (training time grows with the audio): a faster `rate_range`, and
+`trim_silence` = S, which cuts the silence that espeak-ng leaves before and after the speech
+down to S seconds at each end and then adds none (the 50-400 ms of `vary` are left out), so
+every wav holds at most S seconds before and after the speech.
 
 The speaking machinery here (`draw_voices`, `pick_least_loaded`, `render_to_file`,
 `speak_all`, `check_or_pin`) also speaks plain text files (`sprune.data.speak`).
@@ -57,13 +63,25 @@ VARIANTS = (
     "klatt", "klatt2", "klatt3", "klatt4", "Andy", "Annie", "Andrea", "Alicia", "belinda",
     "benjamin", "david", "edward", "linda", "steph", "max", "paul", "rob", "michel", "quincy",
 )
-RATE_RANGE = (130, 190)   # words per minute, inclusive
+RATE_RANGE = (130, 190)   # words per minute, inclusive; the default of `rate_range`
+RATE_LIMITS = (80, 450)   # what espeak-ng accepts (`sprune.data.espeak.Voice`)
 PITCH_RANGE = (30, 70)    # espeak-ng pitch, 0-99, inclusive
 
 _PR_SET_PDEATHSIG = 1  # prctl option: signal this process when its parent dies
 
 # Bump when the variation below changes: it is part of what synth.json pins.
 VARIATION_VERSION = 1
+
+# `cut_silence`: samples quieter than this fraction of the utterance's peak (-40 dB) are
+# silence. Around the speech, espeak-ng 1.51 writes digital silence (a few ms before; after,
+# about 0.45 s at 130 words/min, 0.25 s at 190, 0.07 s at 300) or, for the breathy variants
+# (f2, f5), breath fading out below -40 dB for up to 0.3 s; over 1,008 sentences of all
+# languages the first sample at 1 % of the peak came at most 5 ms after the first non-zero
+# one.
+SILENCE_THRESHOLD = 0.01
+
+# What synth.json means when it lacks a key: corpora pinned before the key existed.
+PIN_DEFAULTS = {"rate_range": list(RATE_RANGE), "trim_silence": None}
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,8 @@ class Utterance:
     """One sentence to speak and where its wav goes (`render_to_file` speaks it).
 
     `seed` and `utt_id` seed the audio variation; `intent` is the label of an intent
-    corpus utterance (None for plain text, `sprune.data.speak`).
+    corpus utterance (None for plain text, `sprune.data.speak`); `trim_silence`: seconds of
+    silence kept at each end (`cut_silence`), None to keep espeak-ng's and add more.
     """
 
     utt_id: str
@@ -90,6 +109,7 @@ class Utterance:
     wav_path: Path
     seed: int
     intent: str | None = None
+    trim_silence: float | None = None
 
 
 @dataclass
@@ -123,29 +143,52 @@ def split_sizes(n_speakers: int, fractions: Sequence[float]) -> tuple[int, int, 
     return train, dev, test
 
 
-def plan_speakers(lang: str, n_speakers: int, fractions: Sequence[float],
-                  seed: int) -> list[Speaker]:
-    """Draw the speakers of one language from (seed, lang); the first ones are train."""
+def check_rate_range(rate_range: Sequence[int]) -> tuple[int, int]:
+    """`rate_range` as (LO, HI), or a `UserError` unless RATE_LIMITS[0] <= LO <= HI <=
+    RATE_LIMITS[1] words/min."""
+    low, high = RATE_LIMITS
+    if (len(rate_range) != 2 or any(int(r) != r for r in rate_range)
+            or not low <= rate_range[0] <= rate_range[1] <= high):
+        given = ",".join(str(r) for r in rate_range)
+        raise UserError(f"--rate-range '{given}' needs two speaking rates LO,HI with "
+                        f"{low} <= LO <= HI <= {high} words/min (espeak-ng's range), e.g. "
+                        f"{RATE_RANGE[0]},{RATE_RANGE[1]}")
+    return int(rate_range[0]), int(rate_range[1])
+
+
+def check_trim_silence(seconds: float | None) -> None:
+    """A `UserError` unless `seconds` is None (no trimming) or a finite number >= 0."""
+    if seconds is not None and not 0 <= seconds < float("inf"):
+        raise UserError(f"--trim-silence {seconds} must be the seconds of silence to keep at "
+                        "each end, 0 or more, e.g. 0.1")
+
+
+def plan_speakers(lang: str, n_speakers: int, fractions: Sequence[float], seed: int,
+                  rate_range: Sequence[int] = RATE_RANGE) -> list[Speaker]:
+    """Draw the speakers of one language from (seed, lang), rates in the inclusive
+    `rate_range`; the first ones are train."""
     lang = resolve_language(lang)
     rng = np.random.default_rng([seed, _stable_hash(lang)])
     splits = [split for split, size in zip(SPLITS, split_sizes(n_speakers, fractions))
               for _ in range(size)]
-    voices = draw_voices(rng, load_phrases(lang).voice, VARIANTS, len(splits))
+    voices = draw_voices(rng, load_phrases(lang).voice, VARIANTS, len(splits), rate_range)
     return [Speaker(spk_id=f"{lang}-s{i + 1:02d}", lang=lang, split=split, voice=voice)
             for i, (split, voice) in enumerate(zip(splits, voices))]
 
 
-def draw_voices(rng: np.random.Generator, voice: str, variants: Sequence[str],
-                n: int) -> list[Voice]:
+def draw_voices(rng: np.random.Generator, voice: str, variants: Sequence[str], n: int,
+                rate_range: Sequence[int] = RATE_RANGE) -> list[Voice]:
     """`n` speakers of espeak-ng `voice`: the variants in an order drawn from `rng` (cycled
-    when n is larger), each with a rate and pitch drawn in RATE_RANGE / PITCH_RANGE.
+    when n is larger), each with a rate drawn in the inclusive `rate_range` (words/min) and a
+    pitch in PITCH_RANGE.
 
     Speaker i does not depend on n: asking for more speakers only adds new ones.
     """
+    low, high = check_rate_range(rate_range)
     order = [variants[i] for i in rng.permutation(len(variants))]
     voices = []
     for i in range(n):
-        rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
+        rate = int(rng.integers(low, high + 1))
         pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
         voices.append(Voice(voice, order[i % len(order)], rate, pitch))
     return voices
@@ -162,7 +205,7 @@ def pick_least_loaded(load: np.ndarray, k: int, rng: np.random.Generator) -> lis
 
 def plan_utterances(out_dir: Path, speakers: list[Speaker], intents: Sequence[str],
                     phrasings_per_intent: int | None, speakers_per_phrasing: Sequence[int],
-                    seed: int) -> list[Utterance]:
+                    seed: int, trim_silence: float | None = None) -> list[Utterance]:
     """Give each (intent, phrasing) to `speakers_per_phrasing[i]` speakers of split i.
 
     Within a split, each sentence goes to the least-loaded speakers (ties broken by the
@@ -187,23 +230,44 @@ def plan_utterances(out_dir: Path, speakers: list[Speaker], intents: Sequence[st
                     utt_id = f"{spk.spk_id}-{intent}-{index + 1:02d}"
                     utterances.append(Utterance(utt_id, spk, text,
                                                 out_dir / "wav" / lang / f"{utt_id}.wav", seed,
-                                                intent=intent))
+                                                intent=intent, trim_silence=trim_silence))
     return utterances
 
 
-def vary(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def cut_silence(wav: np.ndarray, margin_s: float, threshold: float = SILENCE_THRESHOLD,
+                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Cut leading and trailing silence down to `margin_s` seconds at each end. wav: [T] ->
+    [T'], a view (T' <= T).
+
+    Silence: samples whose absolute value is below `threshold` times the peak. Everything
+    from the first to the last louder sample is kept, so speech is never cut; an end with
+    less silence than the margin keeps all of it; a wav with no sound is returned as it is.
+    """
+    if not wav.size:
+        return wav
+    peak = float(np.abs(wav).max())
+    if peak == 0:
+        return wav
+    loud = np.flatnonzero(np.abs(wav) >= threshold * peak)
+    margin = round(margin_s * sample_rate)
+    return wav[max(0, loud[0] - margin):loud[-1] + 1 + margin]
+
+
+def vary(wav: np.ndarray, rng: np.random.Generator, pad: bool = True) -> np.ndarray:
     """Make clean synthetic speech a little less clean. wav: [T] -> [T'] float32, 16 kHz.
 
-    Peak level -12..-1 dBFS, 50-400 ms of silence before and after, and (3 times in 4) white
-    noise 20-40 dB below the speech power over the whole utterance.
+    Peak level -12..-1 dBFS, 50-400 ms of silence before and after (none when `pad` is
+    False: T' = T), and (3 times in 4) white noise 20-40 dB below the speech power over the
+    whole utterance. The same draws are made either way.
     """
     peak_db, lead_s, trail_s, noisy, snr_db = (rng.uniform(-12, -1), rng.uniform(0.05, 0.4),
                                                rng.uniform(0.05, 0.4), rng.random() < 0.75,
                                                rng.uniform(20, 40))
     wav = wav * (10 ** (peak_db / 20) / max(float(np.abs(wav).max()), 1e-6))
     speech_power = float(np.mean(wav ** 2))
-    wav = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE)), wav,
-                          np.zeros(int(trail_s * SAMPLE_RATE))])
+    if pad:
+        wav = np.concatenate([np.zeros(int(lead_s * SAMPLE_RATE)), wav,
+                              np.zeros(int(trail_s * SAMPLE_RATE))])
     noise = rng.standard_normal(len(wav))
     if noisy:
         wav = wav + noise * np.sqrt(speech_power / 10 ** (snr_db / 10))
@@ -211,10 +275,14 @@ def vary(wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def render(utt: Utterance) -> np.ndarray:
-    """Speak one utterance: espeak-ng, resampled to 16 kHz, varied. Returns float32 [T]."""
+    """Speak one utterance: espeak-ng, resampled to 16 kHz, its silence trimmed (when
+    `utt.trim_silence` is set; then no silence is added), varied. Returns float32 [T]."""
     wav, rate = synthesize(utt.text, utt.speaker.voice)
     wav = resample(wav, rate, SAMPLE_RATE)
-    return vary(wav, np.random.default_rng([utt.seed, _stable_hash(utt.utt_id)]))
+    if utt.trim_silence is not None:
+        wav = cut_silence(wav, utt.trim_silence)
+    return vary(wav, np.random.default_rng([utt.seed, _stable_hash(utt.utt_id)]),
+                pad=utt.trim_silence is None)
 
 
 def render_to_file(utt: Utterance) -> bool:
@@ -255,23 +323,30 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _check_or_pin(wav_dir: Path, speakers: list[Speaker], seed: int, backend: str) -> None:
-    """Refuse to resume into a wav dir made with other speakers, seed or backend."""
+def _check_or_pin(wav_dir: Path, speakers: list[Speaker], seed: int, backend: str,
+                  rate_range: Sequence[int], trim_silence: float | None) -> None:
+    """Refuse to resume into a wav dir made with other speakers, seed, backend, rate range or
+    silence trimming."""
     pinned = {
         "seed": seed, "backend": backend, "variation_version": VARIATION_VERSION,
         "speakers": {s.spk_id: {"split": s.split, "voice": s.voice.spec, "rate": s.voice.rate,
                                 "pitch": s.voice.pitch} for s in speakers},
+        "rate_range": list(rate_range),
+        "trim_silence": None if trim_silence is None else float(trim_silence),
     }
-    check_or_pin(wav_dir / "synth.json", pinned, "use another output dir")
+    check_or_pin(wav_dir / "synth.json", pinned, "use another output dir",
+                 defaults=PIN_DEFAULTS)
 
 
-def check_or_pin(manifest: Path, pinned: dict, fix: str, verb: str = "synthesized") -> None:
+def check_or_pin(manifest: Path, pinned: dict, fix: str, verb: str = "synthesized",
+                 defaults: dict | None = None) -> None:
     """Write `pinned` (what the wavs beside `manifest` depend on) to the JSON `manifest`, or,
     when it exists, refuse with a `UserError` unless it holds the same: a resumed run never
-    mixes wavs of two settings. `fix`: what to do instead, e.g. "use another output dir"."""
+    mixes wavs of two settings. `fix`: what to do instead, e.g. "use another output dir".
+    `defaults`: the values of keys that a manifest written before they were pinned lacks."""
     wav_dir = manifest.parent
     if manifest.exists():
-        found = json.loads(manifest.read_text(encoding="utf-8"))
+        found = {**(defaults or {}), **json.loads(manifest.read_text(encoding="utf-8"))}
         if found != pinned:
             differs = sorted(k for k in set(pinned) | set(found)
                              if found.get(k) != pinned.get(k))
@@ -316,13 +391,16 @@ def synthesize_corpus(out_dir: str | Path, langs: Sequence[str], seed: int = 0,
                       splits: Sequence[float] = (0.6, 0.2, 0.2),
                       speakers_per_phrasing: Sequence[int] = (2, 1, 1),
                       intents: Sequence[str] | None = None, jobs: int = 2,
-                      progress: bool = True) -> SynthReport:
+                      progress: bool = True, rate_range: Sequence[int] = RATE_RANGE,
+                      trim_silence: float | None = None) -> SynthReport:
     """Speak the corpus into `out_dir` and write one data dir per language and split.
 
     langs: tags or short names ('fr'). phrasings_per_intent: the first N sentences of each
     intent (None: all). n_speakers: per language, split by the `splits` fractions.
     speakers_per_phrasing: how many train / dev / test speakers say each sentence.
-    intents: a subset of the 14 (None: all). jobs: worker processes.
+    intents: a subset of the 14 (None: all). jobs: worker processes. rate_range: the
+    speakers' rates, (LO, HI) words/min inclusive. trim_silence: seconds of silence kept at
+    each end of every utterance (None: espeak-ng's, plus 50-400 ms; see `cut_silence`).
     """
     start = time.time()
     if jobs < 1:
@@ -339,16 +417,20 @@ def synthesize_corpus(out_dir: str | Path, langs: Sequence[str], seed: int = 0,
     langs = list(dict.fromkeys(resolve_language(lang) for lang in langs))
     if not langs:
         raise UserError("no language given; name at least one, e.g. en-US")
+    rate_range = check_rate_range(rate_range)
+    check_trim_silence(trim_silence)
     out_dir = Path(out_dir).resolve()
     report = SynthReport(backend=backend_name())
 
     by_lang: dict[str, list[Utterance]] = {}
-    speakers = {lang: plan_speakers(lang, n_speakers, splits, seed) for lang in langs}
+    speakers = {lang: plan_speakers(lang, n_speakers, splits, seed, rate_range)
+                for lang in langs}
     for lang in langs:
         by_lang[lang] = plan_utterances(out_dir, speakers[lang], intents, phrasings_per_intent,
-                                        speakers_per_phrasing, seed)
+                                        speakers_per_phrasing, seed, trim_silence)
     for lang in langs:  # only once the whole plan is valid
-        _check_or_pin(out_dir / "wav" / lang, speakers[lang], seed, report.backend)
+        _check_or_pin(out_dir / "wav" / lang, speakers[lang], seed, report.backend,
+                      rate_range, trim_silence)
     utterances = [u for lang in langs for u in by_lang[lang]]
     todo = [u for u in utterances if not u.wav_path.exists()]
     report.reused = len(utterances) - len(todo)

@@ -18,6 +18,9 @@ speakers=                                   # synthetic speakers per language (e
 speaker_split=                              # train,dev,test fractions (empty: 0.6,0.2,0.2)
 speakers_per_phrasing=                      # train,dev,test speakers saying each phrasing
                                             # (empty: 2,1,1)
+rate_range=                                 # LO,HI speaking rates, words/min (empty: 130,190)
+trim_silence=                               # seconds of silence kept at each end of an
+                                            # utterance (empty: no trimming)
 synth_opts=                                 # more `sprune synth` options
 
 help_message="Usage: $0 [options] [<data-dir>]
@@ -27,8 +30,9 @@ Run from the recipe folder; <data-dir> defaults to data.
   --seed N       corpus seed (default $seed)
   --nj N         parallel synthesis jobs (default $nj)
   --phrasings N, --speakers N, --speaker-split TRAIN,DEV,TEST,
-  --speakers-per-phrasing TRAIN,DEV,TEST
-                 the sprune synth options of the same names (default: sprune synth's)
+  --speakers-per-phrasing TRAIN,DEV,TEST, --rate-range LO,HI, --trim-silence SECONDS
+                 the sprune synth options of the same names (default: sprune synth's); a
+                 faster --rate-range (e.g. 170,230) and --trim-silence 0.1 make shorter audio
   --synth-opts S more options for sprune synth (see sprune synth --help), e.g.
                  \"--speakers 12 --phrasings 4\"; a corpus dir made with other options
                  must be deleted first (sprune synth says which)"
@@ -51,6 +55,8 @@ opts=()
 [ -z "$speakers" ] || opts+=(--speakers "$speakers")
 [ -z "$speaker_split" ] || opts+=(--speaker-split "$speaker_split")
 [ -z "$speakers_per_phrasing" ] || opts+=(--speakers-per-phrasing "$speakers_per_phrasing")
+[ -z "$rate_range" ] || opts+=(--rate-range "$rate_range")
+[ -z "$trim_silence" ] || opts+=(--trim-silence "$trim_silence")
 # shellcheck disable=SC2086  # synth_opts holds several words
 sprune synth --out "$corpus" --langs "$langs" --seed "$seed" --jobs "$nj" "${opts[@]}" $synth_opts
 
