@@ -324,8 +324,9 @@ def test_intent_recipe_trains_with_two_processes(tmp_path, sprune_on_path):
     assert not (exp / "FIDELITY.md").exists()   # no IMP or PARP run: no claim to check
     for run in ("dense", "omp_s0.5"):
         assert (exp / run / "eval_test.json").is_file()
-        # rank 0 alone prints a run's summary line
-        assert done.stdout.count(f"exp/finetune/{run}: ") == 1 + (run == "omp_s0.5"), done.stdout
+        # rank 0 alone prints: the run scores the test set at the end of training (--test)
+        assert done.stdout.count(f"exp/finetune/{run} on data/test: ") == 1, done.stdout
+    assert done.stdout.count("exp/finetune/omp_s0.5: mask found") == 1, done.stdout
     logs = sorted(exp.glob("*/*/log.jsonl"))
     assert {log.parent.parent.name for log in logs} == {"dense", "omp_s0.5"}
     for log in logs:   # rank 0 alone writes: one record per update and evaluation

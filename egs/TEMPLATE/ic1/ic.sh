@@ -6,7 +6,8 @@
 #   3  prune      find each method's mask at each sparsity (RP, MPI, OMP, IMP levels; PARP and
 #                 PARP-P find and fine-tune their subnetwork here in one run)
 #   4  retrain    fine-tune the subnetworks found in stage 3 (RP/MPI/OMP), retrain IMP's ticket
-#   5  evaluate   every finished run on the test set
+#   5  evaluate   every finished run on the test set that stages 2-4 did not score (they
+#                 pass --test to sprune prune when the test dir is named test)
 #   6  results    exp/<tag>/RESULTS.md, results.csv, accuracy_vs_sparsity.png and FIDELITY.md
 #                 (papers 000 / 001's claims checked on these runs: sprune fidelity)
 #
@@ -72,6 +73,10 @@ log() { echo "$(date '+%H:%M:%S') [$(basename "$0")] $*"; }
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 common=(--config "$finetune_config" --train "$train_set" --dev "$dev_set")
 [ -z "$upstream" ] || common+=(--upstream "$upstream")
+# A finished training run scores the test set in its own process (no torch start-up per run
+# in stage 5, which then only evaluates what is missing); `sprune prune --test` writes
+# eval_<dir name>.json, so only a test set named `test` can stand in for stage 5's --name test.
+[ "$(basename "$test_set")" != test ] || common+=(--test "$test_set")
 # shellcheck disable=SC2206  # prune_opts holds several words
 extra=($prune_opts)
 
