@@ -58,6 +58,8 @@ class ExperimentConfig:
     task: Literal["intent"] = "intent"
     upstream: str | None = None          # upstream spec (a path); `--upstream` overrides it
     freeze_feature_encoder: bool = True  # paper 000: the conv feature encoder stays frozen
+    # also the feature projection and positional conv: only the transformer layers train
+    freeze_front_end: bool = False
     head: IntentHeadConfig = field(default_factory=IntentHeadConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True           # read all audio once (small corpora)
@@ -76,6 +78,7 @@ class CTCExperimentConfig:
     task: Literal["ctc"] = "ctc"
     upstream: str | None = None
     freeze_feature_encoder: bool = True  # paper 001 (wav2vec 2.0 fine-tuning): frozen conv encoder
+    freeze_front_end: bool = False
     ctc: CTCConfig = field(default_factory=CTCConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True
@@ -90,6 +93,7 @@ class TransducerExperimentConfig:
     task: Literal["transducer"] = "transducer"
     upstream: str | None = None
     freeze_feature_encoder: bool = True
+    freeze_front_end: bool = False
     transducer: TransducerConfig = field(default_factory=TransducerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True
@@ -132,6 +136,7 @@ class Experiment:
         self.upstream_spec = upstream_spec
         self._upstream, self.upstream_config = load_upstream(
             upstream_spec, freeze_feature_encoder=config.freeze_feature_encoder)
+        self._upstream.freeze_front_end(config.freeze_front_end)
         self._attach_feature_cache(config)
         self.train_set: AudioDataset | None = None
         self.dev_set: AudioDataset | None = None

@@ -126,6 +126,36 @@ def test_frozen_feature_encoder_gets_no_gradients_and_stays_in_eval_mode():
     assert all(p.requires_grad for p in model.feature_extractor.parameters())
 
 
+@pytest.mark.parametrize("pre_ln", [False, True])
+def test_frozen_front_end_trains_the_layers_alone(pre_ln):
+    config = tiny_config("wav2vec2", layerdrop=0.0, layer_norm_first=pre_ln,
+                         feature_projection_dropout=0.5)
+    model = UpstreamModel(config, freeze_feature_encoder=True)
+    model.freeze_front_end()
+    model.train()
+    front = model.front_end_modules()
+    assert (model.encoder.layer_norm in front) == (not config.layer_norm_first)
+    assert not any(m.training for m in front) and model.encoder.layers[0].training
+    wavs = torch.randn(2, 4000)
+    first = model(wavs).hidden_states
+    assert torch.equal(first[0], model(wavs).hidden_states[0])   # no dropout in the front
+    sum(h.square().mean() for h in first).backward()
+    frozen = {f"{prefix}.{n}" for prefix, m in (("feature_projection", model.feature_projection),
+                                               ("encoder.pos_conv", model.encoder.pos_conv))
+              for n, _ in m.named_parameters()}
+    if not config.layer_norm_first:
+        frozen |= {"encoder.layer_norm.weight", "encoder.layer_norm.bias"}
+    for name, param in model.named_parameters():
+        if name.startswith("feature_extractor.") or name in frozen:
+            assert not param.requires_grad and param.grad is None, name
+        else:
+            assert param.grad is not None, name
+    model.freeze_front_end(False)
+    model.train()
+    assert all(m.training for m in model.front_end_modules())
+    assert all(p.requires_grad for m in front for p in m.parameters())
+
+
 def test_training_mode_runs_with_dropout_and_layerdrop():
     config = tiny_config("wavlm", hidden_dropout=0.1, attention_dropout=0.1,
                          activation_dropout=0.1, feature_projection_dropout=0.1, layerdrop=0.5)

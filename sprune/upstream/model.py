@@ -62,6 +62,7 @@ class UpstreamModel(nn.Module):
             config.layer_norm_eps, config.feature_projection_dropout)
         self.encoder = Encoder(config)
         self._frozen_extractor = False
+        self._frozen_front_end = False
         self._time_masking: tuple[float, int] | None = None
         self._feature_cache: FeatureCache | None = None
         self.reset_parameters()
@@ -73,6 +74,25 @@ class UpstreamModel(nn.Module):
         self._frozen_extractor = frozen
         for param in self.feature_extractor.parameters():
             param.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def front_end_modules(self) -> list[nn.Module]:
+        """What lies between the conv encoder and the first transformer layer: the feature
+        projection, the positional conv and, in post-LN models, the LayerNorm before the
+        layers (in pre-LN models the encoder's LayerNorm acts after the layers)."""
+        modules: list[nn.Module] = [self.feature_projection, self.encoder.pos_conv]
+        if not self.config.layer_norm_first:
+            modules.append(self.encoder.layer_norm)
+        return modules
+
+    def freeze_front_end(self, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) `front_end_modules()`: no gradients, always in eval mode, so
+        fine-tuning trains the transformer layers alone (with the conv encoder frozen too,
+        nothing below the first layer needs a backward pass)."""
+        self._frozen_front_end = frozen
+        for module in self.front_end_modules():
+            for param in module.parameters():
+                param.requires_grad_(not frozen)
         self.train(self.training)
 
     def set_time_masking(self, prob: float, span: int) -> None:
@@ -97,6 +117,9 @@ class UpstreamModel(nn.Module):
         super().train(mode)
         if self._frozen_extractor:
             self.feature_extractor.eval()
+        if self._frozen_front_end:
+            for module in self.front_end_modules():
+                module.eval()
         return self
 
     # -- forward ---------------------------------------------------------------------------
