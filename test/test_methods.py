@@ -166,6 +166,22 @@ def test_imp_levels_follow_p_and_masks_are_monotone(tmp_path):
     assert outcome.passes == pytest.approx(2 + 4 * 1 + (24 - 5) / 5)
 
 
+def test_imp_target_ticket_prunes_the_last_level_without_training_it(tmp_path):
+    cfg = prune_config("imp", imp_fraction=0.2, imp_rewind_epochs=1, imp_level_epochs=1,
+                       imp_ticket="target")
+    outcome = make_method(cfg).run(context(tmp_path), tmp_path)
+    levels = json.loads((tmp_path / "levels.json").read_text())
+    assert [round(l["sparsity"], 3) for l in levels] == [0.0, 0.2, 0.36, 0.488, 0.5]
+    assert levels[-1]["dev"] is None and levels[-1]["trained"] is False
+    assert all(l["dev"] is not None for l in levels[:-1])
+    assert not (tmp_path / "level4" / "log.jsonl").exists()
+    assert outcome.extra["ticket_level"] == 4
+    assert Mask.load(tmp_path / "mask") == Mask.load(tmp_path / "level4" / "mask")
+    assert outcome.achieved_sparsity == pytest.approx(0.5)
+    # passes: level 0 (k + n = 2 epochs), 3 trained levels of n = 1 epoch, the retraining
+    assert outcome.passes == pytest.approx(2 + 3 * 1 + (24 - 5) / 5)
+
+
 def test_omp_needs_the_dense_run_and_prunes_its_weights(tmp_path):
     with pytest.raises(UserError, match="dense"):
         make_method(prune_config("omp")).run(context(tmp_path, dense_dir=tmp_path / "none"),

@@ -177,10 +177,16 @@ class DtypeSpy(Callback):
 
     def __init__(self):
         self.dtypes = []
+        self.attention = []   # SDPA backends allowed during each forward
 
     def on_train_start(self, trainer):
-        trainer.model.net[0].register_forward_hook(
-            lambda module, inputs, output: self.dtypes.append(output.dtype))
+        from torch.nn.attention import _cur_sdpa_kernel_backends
+
+        def hook(module, inputs, output):
+            self.dtypes.append(output.dtype)
+            self.attention.append(tuple(_cur_sdpa_kernel_backends()))
+
+        trainer.model.net[0].register_forward_hook(hook)
 
 
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
@@ -193,6 +199,11 @@ def test_bf16_precision_trains_under_autocast_and_keeps_float32_weights(tmp_path
     evaluations = len(spy.dtypes) - 6
     assert evaluations >= 2
     assert spy.dtypes.count(dtype) == 6 + (evaluations if dtype == torch.float32 else 0)
+    # on a CPU, bfloat16 updates take SDPA's math backend (its fused backward is slow there)
+    from torch.nn.attention import SDPBackend
+
+    math_only = [backends == (SDPBackend.MATH,) for backends in spy.attention]
+    assert math_only == [precision == "bf16" and dt == torch.bfloat16 for dt in spy.dtypes]
     assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert summary["final_metrics"]["accuracy"] > 0

@@ -80,6 +80,13 @@ common=(--config "$finetune_config" --train "$train_set" --dev "$dev_set")
 # shellcheck disable=SC2206  # prune_opts holds several words
 extra=($prune_opts)
 
+# finished RUN: trained (outcome.json) and scored on the test set if stages 2-4 score it, and
+# no --restart asked: starting `sprune prune` (a torch start-up) only to hear so is skipped.
+finished() {
+  [ -f "$1/outcome.json" ] && [[ " $prune_opts " != *" --restart "* ]] || return 1
+  [[ " ${common[*]} " != *" --test "* ]] || [ "$1/eval_test.json" -nt "$1/outcome.json" ]
+}
+
 for m in $methods; do
   [ -f "conf/prune_$m.yaml" ] || { echo "$0: conf/prune_$m.yaml not found (--methods)" >&2; exit 2; }
 done
@@ -109,6 +116,10 @@ if run_stage 2; then
     export OMP_NUM_THREADS=$dense_threads MKL_NUM_THREADS=$dense_threads
   fi
   for seed in "${seed_list[@]}"; do
+    if finished "$(seed_dir "$seed")/dense"; then
+      log "stage 2: $(seed_dir "$seed")/dense finished before; skipping"
+      continue
+    fi
     log "stage 2: dense fine-tuning -> $(seed_dir "$seed")/dense"
     # shellcheck disable=SC2046  # seed_opts prints whole words
     nj=$train_nj pool_spawn "stage2_dense${seed:+_seed$seed}" \
@@ -127,6 +138,10 @@ prune_all() {
     dir=$(seed_dir "$seed")
     for m in $methods; do
       for s in $sparsities; do
+        if finished "$dir/${m}_s$s"; then
+          log "stage $stage_no: $dir/${m}_s$s finished before; skipping"
+          continue
+        fi
         log "stage $stage_no: $m at sparsity $s${seed:+, seed $seed} -> $dir/${m}_s$s"
         # shellcheck disable=SC2046  # seed_opts prints whole words
         nj=$train_nj pool_spawn "stage${stage_no}_${m}_s$s${seed:+_seed$seed}" \

@@ -9,6 +9,10 @@
              level that reached the target (`imp_ticket: target`); retrain it from theta_k
              with the full fine-tuning schedule of the dense run (`imp_retrain`).
 
+With `imp_ticket: target` and `imp_retrain` the last level is pruned but not trained: its
+n epochs would only give a dev score that picks nothing, and retraining the ticket runs the
+same updates from theta_k again (levels.json gives it "dev": null, "trained": false).
+
 The config's `criterion` (default magnitude) scores the level's weights; taylor and wanda
 score them on `criterion_batches` training batches.
 Paper 000 uses k = 2 epochs, n = 5 epochs, p = 0.2 (the defaults); paper 001 uses p = 0.1
@@ -66,10 +70,18 @@ class IterativeMagnitudePruning(Method):
             raise UserError(f"{rewind} is missing; delete {out_dir} and run IMP again")
         history = [{"level": 0, "sparsity": 0.0, "dev": final_dev_metrics(ctx, model, summary)}]
         mask: Mask | None = None
-        for level, sparsity in enumerate(self.levels(), start=1):
+        levels = self.levels()
+        skip_last = c.imp_ticket == "target" and c.imp_retrain
+        for level, sparsity in enumerate(levels, start=1):
             mask = self.make_mask(model, ctx, sparsity, previous=mask)   # from level-1 weights
             level_dir = out_dir / f"level{level}"
             mask.save(level_dir / "mask", groups=ctx.groups)
+            if skip_last and level == len(levels):
+                history.append({"level": level, "sparsity": mask.sparsity(), "dev": None,
+                                "trained": False})
+                ctx.log(f"IMP level {level}: sparsity {mask.sparsity():.3f} (the ticket: "
+                        "retrained below, not trained as a level)")
+                break
             model = ctx.build_model()
             load_model_state(model, rewind)
             summary = run_training(ctx, model, level_dir, [HardMaskCallback(mask)],
