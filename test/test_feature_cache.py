@@ -19,6 +19,12 @@ def frozen_model(seed: int = 0) -> UpstreamModel:
     return UpstreamModel(tiny_config("hubert"), freeze_feature_encoder=True).eval()
 
 
+def conv_features(cache: FeatureCache, model: UpstreamModel, wavs: torch.Tensor,
+                  lengths: torch.Tensor) -> torch.Tensor:
+    return cache.features(model.feature_extractor, wavs, lengths, model.frame_lengths,
+                          [model.feature_extractor], "conv_features")
+
+
 def padded_batch(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     wavs = torch.zeros(len(lengths), max(lengths))
@@ -31,7 +37,7 @@ def test_each_row_is_the_encoder_output_of_that_utterance_alone():
     model = frozen_model()
     wavs, lengths = padded_batch([4000, 2500, 3200])
     cache = FeatureCache(None)
-    got = cache.features(model.feature_extractor, wavs, lengths, model.frame_lengths)
+    got = conv_features(cache, model, wavs, lengths)
     with torch.no_grad():
         assert got.shape == model.feature_extractor(wavs).shape
         for row, n in enumerate(lengths.tolist()):
@@ -39,8 +45,7 @@ def test_each_row_is_the_encoder_output_of_that_utterance_alone():
             assert torch.equal(got[row, :alone.shape[0]], alone)
             assert not got[row, alone.shape[0]:].any()      # padded frames are zero
     assert cache.computed == 3
-    again = cache.features(model.feature_extractor, wavs[[2, 0]], lengths[[2, 0]],
-                           model.frame_lengths)
+    again = conv_features(cache, model, wavs[[2, 0]], lengths[[2, 0]])
     assert cache.computed == 3                               # every row came from the cache
     assert torch.equal(again[1], got[0]) and torch.equal(again[0], got[2, :again.shape[1]])
 
@@ -57,6 +62,26 @@ def test_model_forward_with_the_cache_equals_without_on_unpadded_audio():
         assert torch.allclose(a, b, atol=1e-5) and torch.allclose(a, c, atol=1e-5)
 
 
+def test_with_a_frozen_front_end_the_layer_input_is_cached():
+    model = frozen_model()
+    model.freeze_front_end()
+    wavs = torch.randn(2, 3000)
+    with torch.no_grad():
+        plain = model(wavs).hidden_states
+        cache = FeatureCache(None)
+        model.set_feature_cache(cache)
+        cached = model(wavs, torch.tensor([3000, 3000])).hidden_states
+    for a, b in zip(plain, cached):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert cache.computed == 2 and len(cache._entries) == 1
+    (entries,) = cache._entries.values()
+    assert {e.shape[-1] for e in entries.values()} == {model.config.embed_dim}
+    # time masking acts between the projection and the layers: the conv features are cached
+    model.set_time_masking(0.5, 2)
+    model.train()(wavs)
+    assert len(cache._entries) == 2 and cache.computed == 4
+
+
 def test_a_trainable_encoder_ignores_the_cache():
     model = frozen_model()
     cache = FeatureCache(None)
@@ -70,12 +95,12 @@ def test_entries_go_to_disk_and_the_next_process_reads_them(tmp_path):
     model = frozen_model()
     wavs, lengths = padded_batch([3000, 2000])
     first = FeatureCache(tmp_path / "cache")
-    expected = first.features(model.feature_extractor, wavs, lengths, model.frame_lengths)
+    expected = conv_features(first, model, wavs, lengths)
     first.flush()
     assert list(cached_entries(tmp_path / "cache").values()) == [2]
     assert not list((tmp_path / "cache").rglob("*.tmp"))
     second = FeatureCache(tmp_path / "cache")
-    got = second.features(model.feature_extractor, wavs, lengths, model.frame_lengths)
+    got = conv_features(second, model, wavs, lengths)
     assert second.computed == 0 and torch.equal(got, expected)
     second.flush()                                           # nothing new: no empty shard
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
@@ -85,10 +110,10 @@ def test_a_changed_encoder_weight_is_a_cache_miss():
     model = frozen_model()
     wavs, lengths = padded_batch([3000])
     cache = FeatureCache(None)
-    before = cache.features(model.feature_extractor, wavs, lengths, model.frame_lengths)
+    before = conv_features(cache, model, wavs, lengths)
     with torch.no_grad():
         model.feature_extractor.conv_layers[1].conv.weight[0].zero_()   # e.g. a mask
-    after = cache.features(model.feature_extractor, wavs, lengths, model.frame_lengths)
+    after = conv_features(cache, model, wavs, lengths)
     assert cache.computed == 2 and not torch.equal(before, after)
 
 

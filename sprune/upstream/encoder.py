@@ -131,11 +131,20 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> list[Tensor]:
         """key_padding_mask: [B, T] bool, True = padded frame (zeroed, never attended)."""
+        return self.run_layers(self.embed(x, key_padding_mask), key_padding_mask)
+
+    def embed(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """The layers' input before dropout: projected features plus the positional conv,
+        LayerNorm-ed in post-LN models. [B, T, D] -> [B, T, D]."""
         if key_padding_mask is not None:
             x = x.masked_fill(key_padding_mask.unsqueeze(-1), 0.0)
         x = x + self.pos_conv(x)
         if not self.layer_norm_first:
             x = self.layer_norm(x)
+        return x
+
+    def run_layers(self, x: Tensor, key_padding_mask: Tensor | None = None) -> list[Tensor]:
+        """`embed`'s output [B, T, D] through dropout and the layers: the hidden states."""
         x = self.dropout(x)
         position_bias = self.position_bias(x.shape[1])
         hidden_states = [x]

@@ -1,4 +1,5 @@
-"""Conv feature encoder outputs computed once per utterance and shared by every run.
+"""What a frozen upstream computes below its transformer layers, once per utterance, shared
+by every run.
 
 With the conv feature encoder frozen (paper 000's setting, and wav2vec 2.0 fine-tuning's),
 its output for an utterance never changes during fine-tuning, yet every update and every
@@ -11,19 +12,24 @@ computes it once per utterance instead:
     ...
     cache.flush()                          # new entries to disk for the next process
 
-Entries are keyed by the encoder's weights (a fingerprint of every parameter and buffer of
-the extractor, so a changed or masked encoder never gets stale features) and by the exact
-audio the encoder sees (a hash of the utterance's valid samples), so no utterance ids are
-needed: training, evaluation and the pruning criteria all hit the same entries, whatever
-data dir or batch the audio comes from.
+`UpstreamModel` keeps the conv features [T', C] when only the conv encoder is frozen, and
+the transformer layers' input [T', D] (feature projection, positional conv and, post-LN,
+the LayerNorm applied; dropout not yet) when the whole front end is frozen
+(`freeze_front_end`) and no time masking acts in between.
+
+Entries are keyed by the weights that compute them (a fingerprint of every parameter and
+buffer of those modules and the name of what is computed, so a changed or masked encoder
+never gets stale features) and by the exact audio (a hash of the utterance's valid
+samples), so no utterance ids are needed: training, evaluation and the pruning criteria all
+hit the same entries, whatever data dir or batch the audio comes from.
 
 Each utterance is encoded alone, without the batch's padding, in float32 (also under
 autocast). That is what a reference implementation computes for one utterance; in a padded
 batch a group-norm encoder (Base models) normalises over the padding too, so a run with the
 cache differs slightly from one without it (by the padding's effect, which length-bucketed
-batches keep small). Features are kept in host memory and on disk in float32: C x 4 bytes
-per 20 ms frame (the shipped tiny upstream: 12.8 kB per second of audio), which suits small
-corpora only.
+batches keep small). Entries are kept in host memory and on disk in float32, 4 bytes per
+channel per 20 ms frame (the shipped tiny upstream: 12.8 kB per second of audio for conv
+features, 38.4 kB for the layers' input), which suits small corpora only.
 
 On disk, `DIR/<fingerprint>/` holds safetensors shards (`<hash>` -> [T', C]); each process
 writes its new entries as a shard of its own (temporary file, then rename), so processes
@@ -36,7 +42,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,14 +57,17 @@ def audio_key(samples: Tensor) -> str:
     return hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
 
 
-def module_fingerprint(module: nn.Module) -> str:
-    """Hash of every parameter and buffer of `module` (names, shapes, float32 values)."""
-    digest = hashlib.blake2b(digest_size=12)
-    for name, tensor in sorted({**dict(module.named_parameters()),
-                                **dict(module.named_buffers())}.items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+def module_fingerprint(modules: Sequence[nn.Module], kind: str = "") -> str:
+    """Hash of `kind` and every parameter and buffer of `modules` (names, shapes, float32
+    values)."""
+    digest = hashlib.blake2b(kind.encode(), digest_size=12)
+    for index, module in enumerate(modules):
+        for name, tensor in sorted({**dict(module.named_parameters()),
+                                    **dict(module.named_buffers())}.items()):
+            digest.update(f"{index}.{name}".encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+                          .tobytes())
     return digest.hexdigest()
 
 
@@ -81,15 +90,16 @@ class FeatureCache:
         return self
 
     # -- lookup --------------------------------------------------------------------------------
-    def _fingerprint(self, extractor: nn.Module) -> str:
-        """The encoder's fingerprint, rehashed only when a weight changed (in-place writes
+    def _fingerprint(self, modules: Sequence[nn.Module], kind: str) -> str:
+        """The modules' fingerprint, rehashed only when a weight changed (in-place writes
         bump a tensor's version; moving or reloading it changes its storage)."""
-        state = tuple((t.data_ptr(), t._version) for t in
-                      list(extractor.parameters()) + list(extractor.buffers()))
-        known = self._fingerprints.get(id(extractor))
+        state = tuple((t.data_ptr(), t._version) for m in modules
+                      for t in list(m.parameters()) + list(m.buffers()))
+        memo = (kind, *map(id, modules))
+        known = self._fingerprints.get(memo)
         if known is None or known[0] != state:
-            known = (state, module_fingerprint(extractor))
-            self._fingerprints[id(extractor)] = known
+            known = (state, module_fingerprint(modules, kind))
+            self._fingerprints[memo] = known
         return known[1]
 
     def _table(self, fingerprint: str) -> dict[str, Tensor]:
@@ -97,14 +107,17 @@ class FeatureCache:
             self._entries[fingerprint] = self._load(fingerprint)
         return self._entries[fingerprint]
 
-    def features(self, extractor: nn.Module, wavs: Tensor, lengths: Tensor | None,
-                 output_lengths: Callable[[Tensor], Tensor]) -> Tensor:
-        """What `extractor(wavs)` returns, [B, T', C], with each row encoded alone.
+    def features(self, encode: Callable[[Tensor], Tensor], wavs: Tensor,
+                 lengths: Tensor | None, output_lengths: Callable[[Tensor], Tensor],
+                 modules: Sequence[nn.Module], kind: str) -> Tensor:
+        """What `encode(wavs)` returns, [B, T', C], with each row encoded alone.
 
+        encode: a frozen function of the audio ([1, T] -> [1, T', C]) computed by `modules`
+        alone (their weights key the entries, with `kind`, the name of what it computes);
         wavs [B, T] (zero-padded), lengths [B] valid samples or None (no padding). Frames
         past a row's valid length are zero. On the device and in the dtype of `wavs`.
         """
-        fingerprint = self._fingerprint(extractor)
+        fingerprint = self._fingerprint(modules, kind)
         table = self._table(fingerprint)
         batch, samples = wavs.shape
         valid = ([samples] * batch if lengths is None
@@ -116,7 +129,7 @@ class FeatureCache:
             found = table.get(key)
             if found is None:
                 with torch.no_grad(), torch.autocast(wavs.device.type, enabled=False):
-                    found = extractor(audio.float()[None])[0].detach().cpu()
+                    found = encode(audio.float()[None])[0].detach().cpu()
                 table[key] = found
                 self._new.setdefault(fingerprint, {})[key] = found
                 self.computed += 1

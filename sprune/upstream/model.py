@@ -159,9 +159,17 @@ class UpstreamModel(nn.Module):
         batch, samples = wavs.shape
         if self.config.normalize_waveform:
             wavs = normalize_waveforms(wavs, lengths)
-        if self._feature_cache is not None and self._frozen_extractor:
-            features = self._feature_cache.features(self.feature_extractor, wavs, lengths,
-                                                    self.frame_lengths)
+        cache = self._feature_cache if self._frozen_extractor else None
+        # the layers' input itself is cached when nothing before the layers trains or masks
+        cache_front = (cache is not None and self._frozen_front_end
+                       and not (self._time_masking is not None and self.training))
+        if cache_front:
+            features = cache.features(self._layer_input_alone, wavs, lengths, self.frame_lengths,
+                                      [self.feature_extractor, *self.front_end_modules()],
+                                      kind="layer_input")
+        elif cache is not None:
+            features = cache.features(self.feature_extractor, wavs, lengths, self.frame_lengths,
+                                      [self.feature_extractor], kind="conv_features")
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self._frozen_extractor):
                 features = self.feature_extractor(wavs)
@@ -182,6 +190,9 @@ class UpstreamModel(nn.Module):
             if padded:
                 padding = (torch.arange(frames, device=wavs.device)[None, :]
                            >= frame_lengths[:, None])
+        if cache_front:
+            hidden_states = self.encoder.run_layers(features, padding)
+            return UpstreamOutput(hidden_states=hidden_states, lengths=frame_lengths)
         projected = self.feature_projection(features)
         if self._time_masking is not None and self.training:
             from sprune.ssl.masking import span_mask
@@ -190,6 +201,11 @@ class UpstreamModel(nn.Module):
             projected = projected.masked_fill(masked.unsqueeze(-1), 0.0)
         hidden_states = self.encoder(projected, padding)
         return UpstreamOutput(hidden_states=hidden_states, lengths=frame_lengths)
+
+    def _layer_input_alone(self, wav: Tensor) -> Tensor:
+        """The transformer layers' input (before dropout) for one unpadded utterance:
+        [1, T] -> [1, T', D]; what the feature cache keeps when the front end is frozen."""
+        return self.encoder.embed(self.feature_projection(self.feature_extractor(wav)))
 
     # -- structure ---------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[str]]:
