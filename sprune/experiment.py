@@ -64,7 +64,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preload_audio: bool = True           # read all audio once (small corpora)
     eval_batch_size: int = 16
-    feature_cache: str | None = None     # dir: frozen features, once per utterance (upstream.feature_cache)
+    feature_cache: str | None = None     # dir: frozen features computed once (feature_cache.py)
 
 
 IntentExperimentConfig = ExperimentConfig

@@ -249,7 +249,7 @@ def test_recipe_conf_dirs_have_no_symlinks():
     ("mini_minds/asr1", "imp", {"imp_fraction": 0.3, "imp_level_epochs": 0.3,
                                 "imp_rewind_epochs": 0, "imp_ticket": "target"}),
     ("mini_minds/asr1", "parp-p", {"reprune_every": 20, "progressive_until": 0.5}),
-    ("mini_minds/ic1", "imp", {"imp_fraction": 0.55, "imp_rewind_epochs": 0.1,
+    ("mini_minds/ic1", "imp", {"imp_fraction": 0.7, "imp_rewind_epochs": 0.1,
                                "imp_level_epochs": 0.5, "imp_ticket": "target"}),
     ("mini_minds/ic1", "parp", {"reprune_every": 20, "sparsity": 0.5}),
     ("minds14/ic1", "imp", {"sparsity": 0.8, "imp_fraction": 0.2, "imp_rewind_epochs": 2,

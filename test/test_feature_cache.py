@@ -99,6 +99,10 @@ def test_entries_go_to_disk_and_the_next_process_reads_them(tmp_path):
     first.flush()
     assert list(cached_entries(tmp_path / "cache").values()) == [2]
     assert not list((tmp_path / "cache").rglob("*.tmp"))
+    from sprune.io import FILE_MODE
+
+    (shard,) = (tmp_path / "cache").rglob("*.safetensors")
+    assert shard.stat().st_mode & 0o777 == FILE_MODE
     second = FeatureCache(tmp_path / "cache")
     got = conv_features(second, model, wavs, lengths)
     assert second.computed == 0 and torch.equal(got, expected)

@@ -47,6 +47,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from sprune.io import FILE_MODE
+
 SHARD_SUFFIX = ".safetensors"
 FLUSH_EVERY = 2048   # new entries kept in memory before they go to disk unasked
 
@@ -168,6 +170,7 @@ class FeatureCache:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".shard-", suffix=".tmp", dir=folder)
             os.close(fd)
+            os.chmod(tmp, FILE_MODE)   # mkstemp's 0600 would hide the cache from a lab group
             try:
                 save_file({key: value.contiguous() for key, value in new.items()}, tmp)
                 os.replace(tmp, folder / f"shard-{os.getpid()}-{os.urandom(4).hex()}"

@@ -4,7 +4,8 @@
 #   1  data       local/data.sh writes data/{train,dev,test} (the recipe's own data prep)
 #   2  dense      fine-tune every weight (baseline; OMP prunes its weights)
 #   3  prune      find each method's mask at each sparsity (RP, MPI, OMP, IMP levels; PARP and
-#                 PARP-P find and fine-tune their subnetwork here in one run)
+#                 PARP-P find and fine-tune their subnetwork here in one run); when stage 4
+#                 runs in the same call, every run fine-tunes its subnetwork here already
 #   4  retrain    fine-tune the subnetworks found in stage 3 (RP/MPI/OMP), retrain IMP's ticket
 #   5  evaluate   every finished run on the test set that stages 2-4 did not score (they
 #                 pass --test to sprune prune when the test dir is named test)
@@ -152,8 +153,13 @@ prune_all() {
   done
   pool_finish "stage $stage_no"
 }
-if run_stage 3; then prune_all 3 --no-retrain; fi   # the masks
-if run_stage 4; then prune_all 4; fi                # fine-tune the subnetworks
+# Stage 3 finds the masks. When stage 4 runs too, each run goes on to fine-tune its
+# subnetwork in the same process (one torch start-up per run, and the job pool stays full);
+# stage 4 then only finishes what an earlier `--stop-stage 3` left.
+if run_stage 3; then
+  if run_stage 4; then prune_all 3; else prune_all 3 --no-retrain; fi
+fi
+if run_stage 4; then prune_all 4; fi
 
 if run_stage 5; then
   for run in "$expdir"/*/ "$expdir"/seed*/*/; do
