@@ -145,10 +145,11 @@ class Experiment:
         self._dev_by_language: dict[str, AudioDataset] = {}   # evaluate_language's subsets
 
     def _attach_feature_cache(self, config: Any) -> None:
-        """`feature_cache: DIR`: the frozen conv encoder's output of each utterance is
-        computed once and kept in DIR (`sprune.upstream.feature_cache`), shared by every run
-        of a recipe and by later evaluations. The path is made absolute (experiment.json
-        keeps it, so `sprune evaluate` finds it from anywhere)."""
+        """`feature_cache: DIR`: what the frozen conv encoder (and a frozen front end)
+        computes for each utterance is computed once and kept in DIR
+        (`sprune.upstream.feature_cache`), shared by every run of a recipe and by later
+        evaluations. The path is made absolute (experiment.json keeps it, so `sprune
+        evaluate` finds it from anywhere)."""
         if not config.feature_cache:
             return
         if not config.freeze_feature_encoder:

@@ -74,7 +74,8 @@ def module_fingerprint(modules: Sequence[nn.Module], kind: str = "") -> str:
 
 
 class FeatureCache:
-    """Conv-encoder features by (encoder fingerprint, audio hash), in memory and on disk.
+    """Frozen features by (fingerprint of the modules computing them, audio hash), in memory
+    and on disk.
 
     `directory` None keeps them in memory only (one process). Deep copies of a model share
     the cache (`__deepcopy__` returns the same object): every model a run builds from its
@@ -85,7 +86,7 @@ class FeatureCache:
         self.directory = Path(directory) if directory is not None else None
         self._entries: dict[str, dict[str, Tensor]] = {}   # fingerprint -> key -> [T', C]
         self._new: dict[str, dict[str, Tensor]] = {}
-        self._fingerprints: dict[int, tuple[tuple, str]] = {}
+        self._fingerprints: dict[tuple, tuple[tuple, str]] = {}
         self.computed = 0     # utterances encoded by this process (the rest came from cache)
 
     def __deepcopy__(self, memo: dict) -> "FeatureCache":

@@ -104,9 +104,11 @@ class UpstreamModel(nn.Module):
         self._time_masking = (prob, span) if prob > 0 else None
 
     def set_feature_cache(self, cache: FeatureCache | None) -> None:
-        """Take the conv encoder's output from `cache` (`sprune.upstream.feature_cache`:
-        each utterance encoded once, alone, and shared by every run) while the encoder is
-        frozen; None computes it at every forward again. A trainable encoder ignores it."""
+        """Take what the frozen part computes from `cache` (`sprune.upstream.feature_cache`:
+        each utterance encoded once, alone, and shared by every run): the conv encoder's
+        output while it is frozen, the layers' input while the front end is frozen too (and
+        no time masking acts); None computes it at every forward again. A trainable encoder
+        ignores the cache."""
         self._feature_cache = cache
 
     @property
@@ -163,7 +165,7 @@ class UpstreamModel(nn.Module):
         # the layers' input itself is cached when nothing before the layers trains or masks
         cache_front = (cache is not None and self._frozen_front_end
                        and not (self._time_masking is not None and self.training))
-        if cache_front:
+        if cache_front:   # `features` is then the layers' input [B, T', D]
             features = cache.features(self._layer_input_alone, wavs, lengths, self.frame_lengths,
                                       [self.feature_extractor, *self.front_end_modules()],
                                       kind="layer_input")
