@@ -110,6 +110,21 @@ def test_entries_go_to_disk_and_the_next_process_reads_them(tmp_path):
     assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 1
 
 
+def test_an_unwritable_cache_dir_warns_once_and_keeps_the_entries(tmp_path, capsys):
+    model = frozen_model()
+    wavs, lengths = padded_batch([3000])
+    (tmp_path / "a_file").write_text("")
+    cache = FeatureCache(tmp_path / "a_file" / "cache")   # a path under a regular file
+    expected = conv_features(cache, model, wavs, lengths)
+    cache.flush()
+    warning = capsys.readouterr().err
+    assert "is not writable" in warning and len(warning.strip().splitlines()) == 1
+    assert torch.equal(conv_features(cache, model, wavs, lengths), expected)
+    assert cache.computed == 1
+    cache.flush()                                             # nothing more to say
+    assert capsys.readouterr().err == ""
+
+
 def test_a_changed_encoder_weight_is_a_cache_miss():
     model = frozen_model()
     wavs, lengths = padded_batch([3000])

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
@@ -160,26 +161,39 @@ class FeatureCache:
 
     def flush(self) -> None:
         """Write the entries this process computed since the last flush (one shard per
-        encoder fingerprint, atomically); nothing to do without a directory."""
-        from safetensors.torch import save_file
-
+        encoder fingerprint, atomically); nothing to do without a directory. A directory
+        that cannot be written (e.g. the absolute path of a run folder copied from another
+        machine) costs a one-line warning and the entries stay in memory: a cache only
+        saves time, so it never fails a run."""
         if self.directory is None:
             self._new.clear()
             return
         for fingerprint, new in list(self._new.items()):
-            folder = self.directory / fingerprint
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".shard-", suffix=".tmp", dir=folder)
-            os.close(fd)
-            os.chmod(tmp, FILE_MODE)   # mkstemp's 0600 would hide the cache from a lab group
             try:
-                save_file({key: value.contiguous() for key, value in new.items()}, tmp)
-                os.replace(tmp, folder / f"shard-{os.getpid()}-{os.urandom(4).hex()}"
-                                         f"{SHARD_SUFFIX}")
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+                self._write_shard(self.directory / fingerprint, new)
+            except OSError as error:
+                print(f"sprune: feature cache {self.directory} is not writable ({error}); "
+                      "its entries stay in this process's memory", file=sys.stderr)
+                self.directory = None
+                self._new.clear()
+                return
             del self._new[fingerprint]
+
+    @staticmethod
+    def _write_shard(folder: Path, entries: dict[str, Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".shard-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            os.chmod(tmp, FILE_MODE)   # mkstemp's 0600 would hide the cache from a lab group
+            save_file({key: value.contiguous() for key, value in entries.items()}, tmp)
+            os.replace(tmp, folder / f"shard-{os.getpid()}-{os.urandom(4).hex()}"
+                                     f"{SHARD_SUFFIX}")
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def __len__(self) -> int:
         return sum(len(table) for table in self._entries.values())
