@@ -4,7 +4,7 @@
 # `make demo` runs it at demo scale: en-US + en-GB, the first 3 phrasings of each intent said
 # by 10 training speakers each (840 training utterances; 252 dev and 252 test utterances from
 # 6 + 6 other speakers per language), quick speakers (170-230 words/min) with the silence
-# trimmed to 0.1 s (2.3 s per utterance), 150 updates per fine-tuning, sparsities 0.3 / 0.6 / 0.9,
+# trimmed to 0.1 s (2.3 s per utterance), 140 updates per fine-tuning, sparsities 0.3 / 0.6 / 0.9,
 # one training seed (RESULTS.md says which differences are noise), 2 runs at once with one
 # torch thread each. Pass e.g.
 #   --seeds "1 2 3" --local-data-opts "--langs all --seed 1"
