@@ -21,6 +21,9 @@ from typing import NoReturn, Sequence
 from sprune.errors import EXIT_USER_ERROR, SharedUserError, UserError
 from sprune.malloc import keep_freed_memory
 
+# What torchrun sets (`sprune.training.distributed.ENVIRONMENT`, which imports torch).
+TORCHRUN_ENVIRONMENT = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
 # name -> (module, one-line help). Help is duplicated here so `sprune --help` imports nothing.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "data": ("sprune.bin.data", "validate, subset, combine and filter Kaldi data dirs"),
@@ -102,26 +105,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()
     parser, module = _subcommand_parser(name)
     args = parser.parse_args(argv[1:])
-    from sprune.training import distributed   # imports torch: not before a command runs
-
-    world = distributed.World()
+    # torch (about 1.5 s to import) only in a process torchrun started: data, synth, results
+    # and the like never need it, and a recipe calls them many times
+    distributed = None
+    if any(key in os.environ for key in TORCHRUN_ENVIRONMENT):
+        from sprune.training import distributed
+    is_main, first_on_machine = True, True
     try:
-        # under torchrun: join the process group; rank 0 alone prints results
-        world = distributed.init_from_environment()
+        if distributed is not None:
+            # join the process group; rank 0 alone prints results
+            world = distributed.init_from_environment()
+            is_main, first_on_machine = world.is_main, world.local_rank == 0
         with open(os.devnull, "w") as quiet, \
-                contextlib.redirect_stdout(sys.stdout if world.is_main else quiet):
+                contextlib.redirect_stdout(sys.stdout if is_main else quiet):
             return int(module.run(args) or 0)
     except UserError as err:
         # every process of a run meets the same bad input: one line from each machine (its
         # first process), and a SharedUserError (one for all by construction) from rank 0
-        if world.is_main or (world.local_rank == 0 and not isinstance(err, SharedUserError)):
+        if is_main or (first_on_machine and not isinstance(err, SharedUserError)):
             print(f"sprune {name}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"sprune {name}: interrupted", file=sys.stderr)
         return 130
     finally:
-        distributed.shutdown()
+        if distributed is not None:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

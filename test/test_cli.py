@@ -1,6 +1,9 @@
 """The `sprune` entry point: help for every command, one-line errors with exit status 2."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from sprune.cli import SUBCOMMANDS
@@ -70,3 +73,25 @@ def test_split_named_option_values():
     for bad in ("exp/dense", "=exp/dense", "dense="):
         with pytest.raises(UserError, match=f"--upstream '{bad}' must look like NAME=PATH"):
             split_named(bad, "--upstream")
+
+
+def test_torchrun_variables_match_the_distributed_module():
+    from sprune.cli import TORCHRUN_ENVIRONMENT
+    from sprune.training.distributed import ENVIRONMENT
+
+    assert TORCHRUN_ENVIRONMENT == ENVIRONMENT
+
+
+def test_commands_that_need_no_torch_do_not_import_it(tmp_path, make_data_dir):
+    # torch takes ~1.5 s to import; `sprune data` and the like run many times in a recipe
+    from conftest import checkout_env
+
+    data = make_data_dir(tmp_path / "d")
+    code = ("import sys; from sprune.cli import main; "
+            f"rc = main(['data', 'info', {str(data)!r}, '--no-audio']); "
+            "print(rc, 'torch' in sys.modules)")
+    env = {k: v for k, v in checkout_env().items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "0 False", done.stdout + done.stderr
