@@ -106,9 +106,15 @@ def masked_std(hidden: torch.Tensor, lengths: torch.Tensor, eps: float = 1e-6) -
     gradient stays finite when all valid frames are identical (std then reads sqrt(eps)).
     """
     valid = valid_frames(hidden, lengths)
+    return _std(hidden, valid, _average(hidden, valid), eps)
+
+
+def _std(hidden: torch.Tensor, valid: torch.Tensor, mean: torch.Tensor,
+         eps: float = 1e-6) -> torch.Tensor:
+    """`masked_std` given the valid-frame mask [B, T, 1] and the masked mean [B, D]."""
     # Padding is zeroed before squaring: a huge padded value would overflow to inf, and
     # inf * 0 in the backward pass would carry NaN into the mean's gradient.
-    deviations = (hidden - _average(hidden, valid)[:, None]).masked_fill(~valid, 0.0)
+    deviations = (hidden - mean[:, None]).masked_fill(~valid, 0.0)
     return _average(deviations.pow(2), valid).clamp(min=eps).sqrt()
 
 
@@ -116,9 +122,11 @@ def pool_frames(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str = "mea
                 ) -> torch.Tensor:
     """One vector per utterance from hidden [B, T, D] and lengths [B]: "mean" -> [B, D],
     "stats" -> [mean, std] concatenated, [B, 2D]."""
+    valid = valid_frames(hidden, lengths)
+    mean = _average(hidden, valid)
     if pooling == "stats":
-        return torch.cat([masked_mean(hidden, lengths), masked_std(hidden, lengths)], dim=-1)
-    return masked_mean(hidden, lengths)
+        return torch.cat([mean, _std(hidden, valid, mean)], dim=-1)
+    return mean
 
 
 class IntentClassifier(nn.Module):

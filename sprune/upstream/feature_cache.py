@@ -181,6 +181,8 @@ class FeatureCache:
 
     @staticmethod
     def _write_shard(folder: Path, entries: dict[str, Tensor]) -> None:
+        # not sprune.io.atomic_path: that one lets rank 0 alone write and waits at a barrier,
+        # but every process flushes its own shard, whenever it has new entries
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
@@ -194,9 +196,6 @@ class FeatureCache:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-
-    def __len__(self) -> int:
-        return sum(len(table) for table in self._entries.values())
 
 
 def cached_entries(directory: str | os.PathLike) -> dict[str, int]:

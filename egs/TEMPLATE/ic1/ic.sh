@@ -77,7 +77,9 @@ common=(--config "$finetune_config" --train "$train_set" --dev "$dev_set")
 # A finished training run scores the test set in its own process (no torch start-up per run
 # in stage 5, which then only evaluates what is missing); `sprune prune --test` writes
 # eval_<dir name>.json, so only a test set named `test` can stand in for stage 5's --name test.
-[ "$(basename "$test_set")" != test ] || common+=(--test "$test_set")
+test_opts=()
+[ "$(basename "$test_set")" != test ] || test_opts=(--test "$test_set")
+common+=("${test_opts[@]}")
 # shellcheck disable=SC2206  # prune_opts holds several words
 extra=($prune_opts)
 
@@ -85,7 +87,7 @@ extra=($prune_opts)
 # no --restart asked: starting `sprune prune` (a torch start-up) only to hear so is skipped.
 finished() {
   [ -f "$1/outcome.json" ] && [[ " $prune_opts " != *" --restart "* ]] || return 1
-  [[ " ${common[*]} " != *" --test "* ]] || [ "$1/eval_test.json" -nt "$1/outcome.json" ]
+  [ "${#test_opts[@]}" -eq 0 ] || [ "$1/eval_test.json" -nt "$1/outcome.json" ]
 }
 
 for m in $methods; do
